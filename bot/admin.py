@@ -1,0 +1,161 @@
+"""What the chat commands do (`/reset`, `/model`, `/persona`, `/set`, `/status`, `/help`).
+
+Platforms call these methods from their own slash commands; the console (and any platform
+that passes plain text) goes through `run_text_command`. Admin checks live here, in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot.errors import NotPermitted
+from bot.locks import KeyedLocks
+from bot.messages import ConversationKey, IncomingMessage
+from bot.sampling import FORMAT_DEFAULTS, SamplingParams, validate_overrides
+from bot.storage.db_thread import DatabaseThread
+from bot.storage.repository import Repository
+from bot.worker import ModelWorker
+from persona.registry import PersonaRegistry
+
+log = logging.getLogger(__name__)
+
+HELP_TEXT = """\
+使えるコマンド:
+/reset — このチャンネルの会話を新しく始めます（これまでの履歴は保存されたまま使われなくなります）
+/status — モデルと、このチャンネルの設定を表示します
+/persona — ペルソナの一覧を表示します
+/persona <名前> — このチャンネルのペルソナを切り替えます（管理者のみ。none で解除）
+/model <名前> — モデルを切り替えます（管理者のみ。demo、Hugging Face の ID、フォルダのパス）
+/set <項目> <値> — このチャンネルの生成設定を変えます（管理者のみ。例: /set temperature 0.5、/set clear）
+/help — この説明を表示します"""
+
+COMMANDS = ("reset", "status", "persona", "model", "set", "help")
+
+
+class AdminService:
+    def __init__(
+        self,
+        *,
+        repository: Repository,
+        db: DatabaseThread,
+        worker: ModelWorker,
+        personas: PersonaRegistry,
+        locks: KeyedLocks,
+    ) -> None:
+        self.repository = repository
+        self.db = db
+        self.worker = worker
+        self.personas = personas
+        self.locks = locks
+
+    @staticmethod
+    def is_command(text: str) -> bool:
+        if not text.startswith("/"):
+            return False
+        return text[1:].split(maxsplit=1)[0].lower() in COMMANDS if len(text) > 1 else False
+
+    async def run_text_command(self, message: IncomingMessage, text: str) -> str:
+        name, _, rest = text[1:].partition(" ")
+        name, argument = name.lower(), rest.strip()
+        key = message.key
+        if name == "reset":
+            return await self.reset(key)
+        if name == "status":
+            return await self.status(key)
+        if name == "help":
+            return HELP_TEXT
+        if name == "persona" and not argument:
+            return self.list_personas()
+        self._require_admin(message.is_admin)
+        if name == "persona":
+            return await self.set_persona(key, argument)
+        if name == "model":
+            if not argument:
+                return "使い方: /model <名前>（demo、Hugging Face の ID、またはフォルダのパス）"
+            return await self.set_model(argument)
+        setting, _, value = argument.partition(" ")
+        if setting == "clear":
+            return await self.clear_sampling(key)
+        return await self.set_sampling(key, setting, value.strip())
+
+    @staticmethod
+    def _require_admin(is_admin: bool) -> None:
+        if not is_admin:
+            raise NotPermitted("このコマンドは管理者だけが使えます。")
+
+    async def reset(self, key: ConversationKey) -> str:
+        async with self.locks.hold(key):  # waits for a reply in progress to be stored first
+            await self.db(self.repository.reset, key)
+        return "会話をリセットしました。新しく話しかけてください。"
+
+    def list_personas(self) -> str:
+        lines = ["使えるペルソナ:"]
+        for name in self.personas.names():
+            persona = self.personas.get(name)
+            lines.append(f"・{name}（{persona.display_name}）— {persona.description}")
+        lines.append("切り替え: /persona <名前>、解除: /persona none")
+        return "\n".join(lines)
+
+    async def set_persona(self, key: ConversationKey, name: str) -> str:
+        if name.lower() in ("none", "off", "なし"):
+            await self.db(self.repository.set_persona, key, None)
+            return "ペルソナを解除しました。"
+        persona = self.personas.get(name)
+        model = self.worker.current
+        if model is not None and not persona.fits(model.prompt_format.name):
+            return (
+                f"ペルソナ「{name}」は {persona.prompt_format} 形式のモデル用です。"
+                f"今のモデル（{model.name}、{model.prompt_format.name} 形式）では使えません。"
+            )
+        await self.db(self.repository.set_persona, key, persona.name)
+        return f"ペルソナを「{persona.display_name}」（{persona.name}）にしました。"
+
+    async def set_model(self, spec: str) -> str:
+        previous = self.worker.current.name if self.worker.current else "（なし）"
+        log.info("switching model from %s to %s", previous, spec)
+        loaded = await self.worker.load(spec)  # a ModelLoadError leaves the old model serving
+        suffix = "（デモモデル: 返事は意味をなしません）" if loaded.is_demo else ""
+        return f"モデルを {loaded.name} に切り替えました{suffix}。"
+
+    async def set_sampling(self, key: ConversationKey, setting: str, value: str) -> str:
+        if not setting or not value:
+            names = "、".join(SamplingParams().as_dict())
+            return f"使い方: /set <項目> <値>（項目: {names}）、/set clear で元に戻します。"
+        clean = validate_overrides({setting: value})
+        current = (await self.db(self.repository.channel_settings, key)).sampling
+        await self.db(self.repository.set_sampling, key, {**current, **clean})
+        return f"このチャンネルの {setting} を {clean[setting]} にしました。"
+
+    async def clear_sampling(self, key: ConversationKey) -> str:
+        await self.db(self.repository.set_sampling, key, {})
+        return "このチャンネルの生成設定を既定に戻しました。"
+
+    async def status(self, key: ConversationKey) -> str:
+        model = self.worker.current
+        channel = await self.db(self.repository.channel_settings, key)
+        conversation_id = await self.db(self.repository.active_conversation, key)
+        messages = await self.db(self.repository.count_messages, conversation_id)
+        lines = []
+        if model is None:
+            lines.append("モデル: 読み込み中")
+        else:
+            demo = "（デモモデル）" if model.is_demo else ""
+            defaults = FORMAT_DEFAULTS.get(model.prompt_format.name, SamplingParams())
+            lines += [
+                f"モデル: {model.name}{demo}",
+                f"形式: {model.prompt_format.name}、文脈長 {model.context_length} トークン",
+                f"デバイス: {model.device}、精度 {model.dtype}、"
+                f"パラメータ {model.parameters / 1e6:,.1f}M",
+                f"既定の生成設定: {_describe(defaults.with_overrides(channel.sampling))}",
+            ]
+        lines += [
+            f"待ち行列: {self.worker.queue_depth} 件、生成したトークン累計 {self.worker.tokens_generated}",
+            f"このチャンネル: ペルソナ {channel.persona or 'なし'}、会話のメッセージ {messages} 件",
+        ]
+        if channel.sampling:
+            lines.append(f"チャンネルの上書き設定: {channel.sampling}")
+        return "\n".join(lines)
+
+
+def _describe(params: SamplingParams) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.as_dict().items())

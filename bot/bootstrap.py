@@ -1,0 +1,102 @@
+"""Wires the bot together. Everything is built here, nothing at import time, and any part can be
+handed in (a fake loader, an in-memory database) so tests run the real wiring."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from bot.admin import AdminService
+from bot.conversation import ConversationManager, ManagerLimits
+from bot.locks import KeyedLocks
+from bot.model_loader import LoadedModel, LoadOptions, load_model
+from bot.settings import Settings
+from bot.storage.database import create_db_engine, upgrade_database
+from bot.storage.db_thread import DatabaseThread
+from bot.storage.repository import Repository
+from bot.worker import ModelWorker
+from persona.registry import PersonaRegistry
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[str], LoadedModel]
+
+
+@dataclass
+class App:
+    settings: Settings
+    engine: Engine
+    repository: Repository
+    db: DatabaseThread
+    worker: ModelWorker
+    personas: PersonaRegistry
+    admin: AdminService
+    manager: ConversationManager
+
+    async def start(self) -> LoadedModel:
+        """Upgrade the database, start the worker and load the configured model.
+        Raises ModelLoadError (with a message saying what to change) if the model cannot load."""
+        await self.db(upgrade_database, self.engine)
+        self.worker.start()
+        return await self.worker.load(self.settings.model)
+
+    async def close(self) -> None:
+        await self.worker.stop()
+        self.db.close()
+        self.engine.dispose()
+
+
+def default_loader(settings: Settings) -> Loader:
+    options = LoadOptions(
+        device=settings.device,
+        dtype=settings.dtype,
+        prompt_format=settings.prompt_format,
+        cache_dir=Path(settings.model_cache_dir),
+        hf_token=settings.hf_token.get_secret_value() if settings.hf_token else None,
+    )
+    return lambda spec: load_model(spec, options)
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    loader: Loader | None = None,
+    engine: Engine | None = None,
+    personas: PersonaRegistry | None = None,
+) -> App:
+    engine = engine or create_db_engine(settings.database_url)
+    repository = Repository(engine)
+    db = DatabaseThread()
+    worker = ModelWorker(loader or default_loader(settings))
+    personas = personas or PersonaRegistry.load()
+    locks = KeyedLocks()
+    admin = AdminService(
+        repository=repository, db=db, worker=worker, personas=personas, locks=locks
+    )
+    overrides = {
+        "max_new_tokens": settings.max_new_tokens,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "top_k": settings.top_k,
+        "repetition_penalty": settings.repetition_penalty,
+    }
+    limits = ManagerLimits(
+        max_message_chars=settings.max_message_chars,
+        generation_timeout_s=settings.generation_timeout_s,
+        base_overrides=tuple((k, v) for k, v in overrides.items() if v is not None),
+        default_persona=settings.default_persona,
+    )
+    manager = ConversationManager(
+        repository=repository,
+        db=db,
+        worker=worker,
+        personas=personas,
+        admin=admin,
+        limits=limits,
+        locks=locks,
+    )
+    return App(settings, engine, repository, db, worker, personas, admin, manager)

@@ -1,0 +1,218 @@
+"""The conversation manager: one path from an incoming message to a finished reply.
+
+Messages of one conversation are handled in order (a lock per conversation); different
+conversations proceed in parallel and meet only in the model worker's queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bot.admin import AdminService
+from bot.errors import InvalidMessage, UserFacingError
+from bot.locks import KeyedLocks
+from bot.messages import ConversationKey, IncomingMessage, ReplySink
+from bot.model_loader import LoadedModel
+from bot.postprocess import FALLBACK_REPLY, clean_partial, clean_reply
+from bot.prompt_format import Turn, build_prompt, clean_control_chars
+from bot.sampling import FORMAT_DEFAULTS, SamplingParams
+from bot.storage.db_thread import DatabaseThread
+from bot.storage.repository import Repository, StoredMessage
+from bot.worker import GENERIC_FAILURE_REPLY, GenerationResult, ModelWorker, PreparedPrompt
+from persona.registry import PersonaRegistry
+
+log = logging.getLogger(__name__)
+replies_log = logging.getLogger("bot.replies")
+
+HISTORY_FETCH_LIMIT = 400  # more than any 2048-token window can hold
+
+
+@dataclass(frozen=True)
+class ManagerLimits:
+    max_message_chars: int = 4000
+    generation_timeout_s: float = 120.0
+    base_overrides: tuple[tuple[str, Any], ...] = ()  # from the environment
+    default_persona: str = ""
+
+
+class ConversationManager:
+    def __init__(
+        self,
+        *,
+        repository: Repository,
+        db: DatabaseThread,
+        worker: ModelWorker,
+        personas: PersonaRegistry,
+        admin: AdminService,
+        limits: ManagerLimits,
+        locks: KeyedLocks,
+    ) -> None:
+        self.repository = repository
+        self.db = db
+        self.worker = worker
+        self.personas = personas
+        self.admin = admin
+        self.limits = limits
+        self._locks = locks
+
+    async def handle(self, message: IncomingMessage, sink: ReplySink) -> None:
+        """Answer one message through `sink`. Never raises: every failure becomes a reply."""
+        text = clean_control_chars(message.text).strip()
+        try:
+            if self.admin.is_command(text):
+                await sink.finish(await self.admin.run_text_command(message, text))
+                return
+            async with self._locks.hold(message.key):
+                await self._chat(message, text, sink)
+        except UserFacingError as exc:
+            await sink.finish(exc.user_message)
+        except Exception:
+            log.exception("failed to answer a message in %s", message.key)
+            await sink.finish(GENERIC_FAILURE_REPLY)
+
+    def _validate(self, text: str) -> None:
+        if not text:
+            raise InvalidMessage("メッセージが空です。話しかけたいことを書いて送ってください。")
+        limit = self.limits.max_message_chars
+        if len(text) > limit:
+            raise InvalidMessage(
+                f"メッセージが長すぎます（{len(text):,}文字）。{limit:,}文字以内に分けて送ってください。"
+            )
+
+    async def _chat(self, message: IncomingMessage, text: str, sink: ReplySink) -> None:
+        self._validate(text)
+        key = message.key
+        conversation_id = await self.db(self.repository.active_conversation, key)
+        channel = await self.db(self.repository.channel_settings, key)
+        persona = self.personas.get(channel.persona) if channel.persona else None
+        if persona is None and self.limits.default_persona:
+            persona = self.personas.get(self.limits.default_persona)
+        preamble = persona.preamble if persona else ""
+        overrides = {**dict(self.limits.base_overrides), **(persona.sampling if persona else {})}
+        overrides.update(channel.sampling)
+
+        self._check_fits(text, message.author_name, preamble, overrides)
+        await self.db(
+            self.repository.add_message,
+            conversation_id,
+            role="user",
+            author_id=message.author_id,
+            author_name=message.author_name,
+            text=text,
+        )
+        history = await self.db(
+            self.repository.recent_messages, conversation_id, HISTORY_FETCH_LIMIT
+        )
+        builder = _prompt_builder(history, preamble, overrides)
+        handle = self.worker.submit(builder, timeout_s=self.limits.generation_timeout_s)
+        raw = ""
+        try:
+            async for delta in handle.deltas():
+                raw += delta
+                partial = clean_partial(raw, self._stops())
+                if partial:
+                    await sink.update(partial)
+            result = await handle.result()
+        except asyncio.CancelledError:
+            handle.cancel()
+            raise
+        reply = clean_reply(
+            result.raw_text,
+            result.stop_strings,
+            hit_token_limit=result.finish_reason in ("length", "timeout"),
+        )
+        if result.finish_reason == "timeout":
+            reply = f"{reply}\n（時間がかかりすぎたため途中で止めました）"
+        if reply != FALLBACK_REPLY and result.finish_reason != "timeout":
+            await self.db(
+                self.repository.add_message,
+                conversation_id,
+                role="assistant",
+                author_id="bot",
+                author_name="bot",
+                text=reply,
+            )
+        _log_reply(key, result, persona.name if persona else "")
+        await sink.finish(reply)
+
+    def _stops(self) -> tuple[str, ...]:
+        current = self.worker.current
+        return current.prompt_format.stop_strings if current else ()
+
+    def _check_fits(self, text: str, author: str, preamble: str, overrides: dict) -> None:
+        """Refuse, before storing it, a message that alone would not fit the context window."""
+        model = self.worker.current
+        if model is None:
+            return  # the worker answers with a clear "not loaded" error
+        params = _params(model, overrides)
+        budget = model.context_length - params.max_new_tokens
+        turn = Turn("user", text, author)
+        if (
+            build_prompt(
+                model.prompt_format,
+                [turn],
+                encode=model.tokenizer.encode,
+                budget=budget,
+                preamble=preamble,
+            )
+            is None
+        ):
+            raise InvalidMessage(
+                "メッセージが長すぎて、このモデルが一度に読める長さを超えています。"
+                "短く分けて送ってください。"
+            )
+
+
+def _params(model: LoadedModel, overrides: dict) -> SamplingParams:
+    defaults = FORMAT_DEFAULTS.get(model.prompt_format.name, SamplingParams())
+    return defaults.with_overrides(overrides)
+
+
+def _prompt_builder(
+    history: list[StoredMessage], preamble: str, overrides: dict
+) -> Callable[[LoadedModel], PreparedPrompt]:
+    turns = [
+        Turn("user" if m.role == "user" else "assistant", m.text, m.author_name) for m in history
+    ]
+
+    def build(model: LoadedModel) -> PreparedPrompt:
+        params = _params(model, overrides)
+        budget = model.context_length - params.max_new_tokens
+        built = build_prompt(
+            model.prompt_format,
+            turns,
+            encode=model.tokenizer.encode,
+            budget=budget,
+            preamble=preamble,
+        )
+        if built is None:
+            raise InvalidMessage(
+                "メッセージが長すぎて、このモデルが一度に読める長さを超えています。"
+            )
+        return PreparedPrompt(
+            built.token_ids, model.prompt_format.stop_strings, params, built.turns_used
+        )
+
+    return build
+
+
+def _log_reply(key: ConversationKey, result: GenerationResult, persona: str) -> None:
+    replies_log.info(
+        "reply conversation=%s model=%s persona=%s turns=%d prompt_tokens=%d new_tokens=%d "
+        "finish=%s queue_ms=%.0f prompt_ms=%.0f generation_ms=%.0f tokens_per_s=%.1f",
+        key,
+        result.model_name,
+        persona or "-",
+        result.turns_used,
+        result.prompt_tokens,
+        result.new_tokens,
+        result.finish_reason,
+        result.queue_wait_s * 1000,
+        result.prompt_s * 1000,
+        result.generation_s * 1000,
+        result.new_tokens / result.generation_s if result.generation_s > 0 else 0.0,
+    )

@@ -1,0 +1,32 @@
+"""Errors a user can cause or meet. Each carries a short message meant for the user, in Japanese;
+anything that is not a `UserFacingError` is a bug, logged with its traceback."""
+
+from __future__ import annotations
+
+
+class UserFacingError(Exception):
+    """An error whose `user_message` is safe and useful to show in the chat."""
+
+    def __init__(self, user_message: str, *, detail: str | None = None) -> None:
+        super().__init__(detail or user_message)
+        self.user_message = user_message
+
+
+class InvalidMessage(UserFacingError):
+    """The message cannot be answered as sent (empty, too long, ...)."""
+
+
+class UnknownName(UserFacingError):
+    """An unknown model or persona name."""
+
+
+class ModelLoadError(UserFacingError):
+    """A model could not be loaded. `user_message` says what to change."""
+
+
+class GenerationFailed(UserFacingError):
+    """Generation failed for this request; the worker keeps serving."""
+
+
+class NotPermitted(UserFacingError):
+    """A non-admin asked for an admin-only command."""

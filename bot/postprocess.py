@@ -1,0 +1,93 @@
+"""Turn a model's raw continuation into the text a person reads. Pure functions only."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+FALLBACK_REPLY = "（うまく返事ができませんでした。言い方を変えてもう一度送ってください。）"
+
+_SPECIAL_TOKENS = re.compile(r"</s>|<s>|<pad>|<unk>|<\|endoftext\|>|<mask>", re.I)
+_NEWLINE_TOKENS = re.compile(r"<NL>|<BR>", re.I)
+# Once the reply's own label is gone, a role label anywhere else starts an invented turn.
+_BARE_LABELS = ("ユーザー:", "ユーザー：", "システム:", "システム：")
+_LEADING_LABEL = re.compile(r"^\s*(?:システム|assistant)\s*[:：]\s*", re.I)
+# A sentence ends with one of these (plus any closing brackets or emoji after it) or a newline.
+_SENTENCE = re.compile(r".*?(?:[。．！？!?]+[」』）)\]]*|\n|$)", re.S)
+_SENTENCE_END = re.compile(r"(?:[。．！？!?]+[」』）)\]]*|\n)")
+# A short unit repeated four or more times in a row ("ありがとうありがとうありがとう...").
+_RUN_OF_UNIT = re.compile(r"(.{2,30}?)\1{3,}", re.S)
+
+
+def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
+    """Keep what comes before the first invented next turn or end-of-text token."""
+    cut = len(text)
+    for stop in (*stop_strings, "</s>", "<|endoftext|>"):
+        index = text.find(stop)
+        if index != -1:
+            cut = min(cut, index)
+    return text[:cut]
+
+
+def strip_partial_stop(text: str, stop_strings: Sequence[str]) -> str:
+    """While streaming, hide a trailing fragment that may be the start of a stop string."""
+    for stop in (*stop_strings, "</s>", "<NL>"):
+        for size in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:size]):
+                return text[: len(text) - size]
+    return text
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE.findall(text) if s]
+
+
+def collapse_repetition(text: str) -> str:
+    """Collapse loops: a sentence (or a cycle of up to three sentences) repeated back to back
+    keeps one occurrence, and a short unit repeated four or more times keeps one."""
+    sentences = split_sentences(text)
+    out: list[str] = []
+    for sentence in sentences:
+        out.append(sentence)
+        for period in (1, 2, 3):
+            if len(out) >= 2 * period and _same(out[-period:], out[-2 * period : -period]):
+                del out[-period:]
+                break
+    text = "".join(out)
+    return _RUN_OF_UNIT.sub(r"\1", text)
+
+
+def _same(a: list[str], b: list[str]) -> bool:
+    return [s.strip() for s in a] == [s.strip() for s in b] and any(s.strip() for s in a)
+
+
+def trim_to_sentence(text: str) -> str:
+    """For a reply cut off by the token limit: drop the unfinished tail after the last complete
+    sentence, when there is one."""
+    ends = list(_SENTENCE_END.finditer(text))
+    if not ends:
+        return text
+    return text[: ends[-1].end()]
+
+
+def clean_reply(raw: str, stop_strings: Sequence[str], *, hit_token_limit: bool = False) -> str:
+    """The whole post-processing: the final text shown to users. Never empty."""
+    text = clean_partial(raw, stop_strings, streaming=False)
+    if hit_token_limit:
+        text = trim_to_sentence(text).strip()
+    return text or FALLBACK_REPLY
+
+
+def clean_partial(raw: str, stop_strings: Sequence[str], *, streaming: bool = True) -> str:
+    """Post-process text generated so far. While streaming, a possible half-written stop string at
+    the end is held back so it never flashes on screen."""
+    text = cut_at_stop(raw, stop_strings)
+    if streaming:
+        text = strip_partial_stop(text, stop_strings)
+    text = _NEWLINE_TOKENS.sub("\n", text)
+    text = _SPECIAL_TOKENS.sub("", text).replace("\ufffd", "")
+    text = _LEADING_LABEL.sub("", text)
+    text = cut_at_stop(text, _BARE_LABELS)
+    text = collapse_repetition(text)
+    lines = [line.rstrip() for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
