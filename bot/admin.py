@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from bot.errors import NotPermitted
-from bot.locks import KeyedLocks
+from bot.locks import InFlight, KeyedLocks
 from bot.messages import ConversationKey, IncomingMessage
 from bot.sampling import FORMAT_DEFAULTS, SamplingParams, validate_overrides
 from bot.storage.db_thread import DatabaseThread
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 HELP_TEXT = """\
 使えるコマンド:
 /reset — このチャンネルの会話を新しく始めます（これまでの履歴は保存されたまま使われなくなります）
+/stop — このチャンネルで生成中の返事を止めます
 /status — モデルと、このチャンネルの設定を表示します
 /persona — ペルソナの一覧を表示します
 /persona <名前> — このチャンネルのペルソナを切り替えます（管理者のみ。none で解除）
@@ -29,7 +30,7 @@ HELP_TEXT = """\
 /set <項目> <値> — このチャンネルの生成設定を変えます（管理者のみ。例: /set temperature 0.5、/set clear）
 /help — この説明を表示します"""
 
-COMMANDS = ("reset", "status", "persona", "model", "set", "help")
+COMMANDS = ("reset", "stop", "status", "persona", "model", "set", "help")
 
 
 class AdminService:
@@ -41,12 +42,14 @@ class AdminService:
         worker: ModelWorker,
         personas: PersonaRegistry,
         locks: KeyedLocks,
+        in_flight: InFlight,
     ) -> None:
         self.repository = repository
         self.db = db
         self.worker = worker
         self.personas = personas
         self.locks = locks
+        self.in_flight = in_flight
 
     @staticmethod
     def is_command(text: str) -> bool:
@@ -60,6 +63,8 @@ class AdminService:
         key = message.key
         if name == "reset":
             return await self.reset(key)
+        if name == "stop":
+            return self.stop(key)
         if name == "status":
             return await self.status(key)
         if name == "help":
@@ -87,6 +92,11 @@ class AdminService:
         async with self.locks.hold(key):  # waits for a reply in progress to be stored first
             await self.db(self.repository.reset, key)
         return "会話をリセットしました。新しく話しかけてください。"
+
+    def stop(self, key: ConversationKey) -> str:
+        if self.in_flight.cancel(key):
+            return "生成を止めました。"
+        return "このチャンネルで生成中の返事はありません。"
 
     def list_personas(self) -> str:
         lines = ["使えるペルソナ:"]

@@ -12,8 +12,9 @@ from sqlalchemy import Engine
 
 from bot.admin import AdminService
 from bot.conversation import ConversationManager, ManagerLimits
-from bot.locks import KeyedLocks
+from bot.locks import InFlight, KeyedLocks
 from bot.model_loader import LoadedModel, LoadOptions, load_model
+from bot.rate_limit import RateLimiter
 from bot.settings import Settings
 from bot.storage.database import create_db_engine, upgrade_database
 from bot.storage.db_thread import DatabaseThread
@@ -73,9 +74,14 @@ def bootstrap(
     db = DatabaseThread()
     worker = ModelWorker(loader or default_loader(settings))
     personas = personas or PersonaRegistry.load()
-    locks = KeyedLocks()
+    locks, in_flight = KeyedLocks(), InFlight()
     admin = AdminService(
-        repository=repository, db=db, worker=worker, personas=personas, locks=locks
+        repository=repository,
+        db=db,
+        worker=worker,
+        personas=personas,
+        locks=locks,
+        in_flight=in_flight,
     )
     overrides = {
         "max_new_tokens": settings.max_new_tokens,
@@ -98,5 +104,7 @@ def bootstrap(
         admin=admin,
         limits=limits,
         locks=locks,
+        in_flight=in_flight,
+        rate_limiter=RateLimiter(settings.user_rate_limit_per_minute),
     )
     return App(settings, engine, repository, db, worker, personas, admin, manager)

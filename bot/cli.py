@@ -62,10 +62,36 @@ async def _console(settings: Settings) -> int:
 
 
 def _run_platforms(settings: Settings) -> int:
-    platforms = ", ".join(settings.configured_platforms())
-    print(
-        f"{platforms} is configured, but this version has no adapter for it yet; "
-        "remove the token from the environment to use the console.",
-        file=sys.stderr,
-    )
-    return 2
+    try:
+        return asyncio.run(_platforms(settings))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _platforms(settings: Settings) -> int:
+    """Serve every configured platform until one stops or the process is interrupted."""
+    import importlib
+
+    from bot.bootstrap import bootstrap
+
+    app = bootstrap(settings)
+    try:
+        try:
+            await app.start()
+        except ModelLoadError as exc:
+            print(f"error: {exc.user_message}", file=sys.stderr)
+            return 2
+        servers = []
+        for platform in settings.configured_platforms():
+            # Each adapter module exposes `async def serve(app) -> None`.
+            module = importlib.import_module(f"adapters.{platform}_adapter")
+            servers.append(asyncio.create_task(module.serve(app), name=platform))
+        log.info("serving %s", ", ".join(settings.configured_platforms()))
+        done, pending = await asyncio.wait(servers, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            task.result()
+        return 0
+    finally:
+        await app.close()

@@ -14,11 +14,12 @@ from typing import Any
 
 from bot.admin import AdminService
 from bot.errors import InvalidMessage, UserFacingError
-from bot.locks import KeyedLocks
+from bot.locks import InFlight, KeyedLocks
 from bot.messages import ConversationKey, IncomingMessage, ReplySink
 from bot.model_loader import LoadedModel
 from bot.postprocess import FALLBACK_REPLY, clean_partial, clean_reply
 from bot.prompt_format import Turn, build_prompt, clean_control_chars
+from bot.rate_limit import RateLimiter
 from bot.sampling import FORMAT_DEFAULTS, SamplingParams
 from bot.storage.db_thread import DatabaseThread
 from bot.storage.repository import Repository, StoredMessage
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 replies_log = logging.getLogger("bot.replies")
 
 HISTORY_FETCH_LIMIT = 400  # more than any 2048-token window can hold
+_NOTES = {
+    "timeout": "（時間がかかりすぎたため途中で止めました）",
+    "cancelled": "（/stop で止めました）",
+}
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,8 @@ class ConversationManager:
         admin: AdminService,
         limits: ManagerLimits,
         locks: KeyedLocks,
+        in_flight: InFlight,
+        rate_limiter: RateLimiter,
     ) -> None:
         self.repository = repository
         self.db = db
@@ -58,6 +65,8 @@ class ConversationManager:
         self.admin = admin
         self.limits = limits
         self._locks = locks
+        self._in_flight = in_flight
+        self._rate_limiter = rate_limiter
 
     async def handle(self, message: IncomingMessage, sink: ReplySink) -> None:
         """Answer one message through `sink`. Never raises: every failure becomes a reply."""
@@ -66,6 +75,7 @@ class ConversationManager:
             if self.admin.is_command(text):
                 await sink.finish(await self.admin.run_text_command(message, text))
                 return
+            self._rate_limiter.check(f"{message.key.platform}:{message.author_id}")
             async with self._locks.hold(message.key):
                 await self._chat(message, text, sink)
         except UserFacingError as exc:
@@ -109,6 +119,7 @@ class ConversationManager:
         )
         builder = _prompt_builder(history, preamble, overrides)
         handle = self.worker.submit(builder, timeout_s=self.limits.generation_timeout_s)
+        self._in_flight.add(key, handle)
         raw = ""
         try:
             async for delta in handle.deltas():
@@ -120,14 +131,11 @@ class ConversationManager:
         except asyncio.CancelledError:
             handle.cancel()
             raise
-        reply = clean_reply(
-            result.raw_text,
-            result.stop_strings,
-            hit_token_limit=result.finish_reason in ("length", "timeout"),
-        )
-        if result.finish_reason == "timeout":
-            reply = f"{reply}\n（時間がかかりすぎたため途中で止めました）"
-        if reply != FALLBACK_REPLY and result.finish_reason != "timeout":
+        finally:
+            self._in_flight.discard(key, handle)
+        stopped_early = result.finish_reason in ("length", "timeout", "cancelled")
+        reply = clean_reply(result.raw_text, result.stop_strings, hit_token_limit=stopped_early)
+        if reply != FALLBACK_REPLY:  # what people saw becomes history; notes below do not
             await self.db(
                 self.repository.add_message,
                 conversation_id,
@@ -136,6 +144,9 @@ class ConversationManager:
                 author_name="bot",
                 text=reply,
             )
+        note = _NOTES.get(result.finish_reason)
+        if note:
+            reply = note if reply == FALLBACK_REPLY else f"{reply}\n{note}"
         _log_reply(key, result, persona.name if persona else "")
         await sink.finish(reply)
 

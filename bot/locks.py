@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from bot.messages import ConversationKey
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
 
 
 class KeyedLocks:
@@ -28,3 +33,24 @@ class KeyedLocks:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock, users - 1)
+
+
+class InFlight:
+    """The generation running for each conversation, so `/stop` can cancel it."""
+
+    def __init__(self) -> None:
+        self._handles: dict[ConversationKey, Cancellable] = {}
+
+    def add(self, key: ConversationKey, handle: Cancellable) -> None:
+        self._handles[key] = handle
+
+    def discard(self, key: ConversationKey, handle: Cancellable) -> None:
+        if self._handles.get(key) is handle:
+            del self._handles[key]
+
+    def cancel(self, key: ConversationKey) -> bool:
+        handle = self._handles.get(key)
+        if handle is None:
+            return False
+        handle.cancel()
+        return True

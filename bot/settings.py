@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PromptFormatName = Literal["auto", "rinna", "line", "plain"]
+# Comma-separated ids in the environment ("123,456"), a list in code.
+IdList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -35,19 +37,53 @@ class Settings(BaseSettings):
     # Conversations
     database_url: str = "sqlite:///./data/bot.sqlite3"
     max_message_chars: int = Field(4000, ge=1)
+    user_rate_limit_per_minute: int = Field(10, ge=0)  # 0 turns the limit off
     default_persona: str = ""
     bot_name: str = "ボット"
 
     # Console
     console_channel: str = "console"
 
-    # Platforms (the adapters read these; empty means "not configured")
+    # Discord (configured when DISCORD_TOKEN is set)
     discord_token: SecretStr | None = None
+    discord_allow_dms: bool = True
+    discord_message_content: bool = False  # the privileged intent; see README
+    discord_command_guild_ids: IdList = []  # sync slash commands to these guilds at once
+    discord_guild_ids: IdList = []  # allow-lists: empty allows all
+    discord_channel_ids: IdList = []
+    discord_role_ids: IdList = []
+    discord_user_ids: IdList = []
+    discord_admin_role_ids: IdList = []
+    discord_admin_user_ids: IdList = []
+
+    # Slack (configured when SLACK_BOT_TOKEN is set)
     slack_bot_token: SecretStr | None = None
-    slack_app_token: SecretStr | None = None
-    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None  # Socket Mode
+    slack_signing_secret: SecretStr | None = None  # HTTP mode
+    slack_mode: Literal["socket", "http"] = "socket"
+    slack_http_host: str = "0.0.0.0"
+    slack_http_port: int = 3000
+    slack_admin_user_ids: IdList = []
+    slack_workspace_admins_are_admins: bool = True
 
     log_level: str = "INFO"
+
+    @field_validator(
+        "discord_command_guild_ids",
+        "discord_guild_ids",
+        "discord_channel_ids",
+        "discord_role_ids",
+        "discord_user_ids",
+        "discord_admin_role_ids",
+        "discord_admin_user_ids",
+        "slack_admin_user_ids",
+        mode="before",
+    )
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     def configured_platforms(self) -> list[str]:
         platforms = []
