@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from bot.prompt_format import clean_control_chars
+
 FALLBACK_REPLY = "（うまく返事ができませんでした。言い方を変えてもう一度送ってください。）"
 
 _SPECIAL_TOKENS = re.compile(r"</s>|<s>|<pad>|<unk>|<\|endoftext\|>|<mask>", re.I)
@@ -81,7 +83,7 @@ def clean_reply(raw: str, stop_strings: Sequence[str], *, hit_token_limit: bool 
 def clean_partial(raw: str, stop_strings: Sequence[str], *, streaming: bool = True) -> str:
     """Post-process text generated so far. While streaming, a possible half-written stop string at
     the end is held back so it never flashes on screen."""
-    text = cut_at_stop(raw, stop_strings)
+    text = cut_at_stop(clean_control_chars(raw), stop_strings)
     if streaming:
         text = strip_partial_stop(text, stop_strings)
     text = _NEWLINE_TOKENS.sub("\n", text)

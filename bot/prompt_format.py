@@ -20,8 +20,9 @@ BOT_LABEL = "システム"
 # as that token: its angle brackets become 〈〉, which NFKC normalisation leaves alone (full-width
 # ＜＞ would be folded back to <> by the tokenizer's normaliser).
 _SPECIAL_TOKEN = re.compile(r"<(\s*/?\s*(?:s|nl|unk|pad|br|mask|cls|sep|\|[a-z_]+\|)\s*)>", re.I)
-# A line that starts like a turn ("システム:", " ユーザー：") would start a new turn.
-_ROLE_AT_LINE_START = re.compile(rf"(?m)^(\s*)({USER_LABEL}|{BOT_LABEL})(\s*:)")
+# A role label followed by a colon ("システム:", "ユーザー：") reads as a turn marker, at the
+# start of a line most of all; it is defused wherever it appears.
+_ROLE_LABEL = re.compile(rf"({USER_LABEL}|{BOT_LABEL})(\s*:)")
 _LINE_BREAKS = re.compile(r"\r\n|[\r\u0085\u2028\u2029\v\f]")
 
 
@@ -38,10 +39,10 @@ def neutralise(text: str) -> str:
     """Make user-written text safe to embed inside a turn.
 
     NFKC first, as the tokenizers do, so half-width or full-width look-alikes of a turn marker
-    are caught too; then special tokens and line-initial role labels are defused."""
+    are caught too; then special tokens and role labels are defused."""
     text = unicodedata.normalize("NFKC", clean_control_chars(text))
     text = _SPECIAL_TOKEN.sub(lambda m: f"〈{m.group(1)}〉", text)
-    return _ROLE_AT_LINE_START.sub(lambda m: f"{m.group(1)}「{m.group(2)}」{m.group(3)}", text)
+    return _ROLE_LABEL.sub(r"「\1」\2", text)
 
 
 def neutralise_name(name: str) -> str:

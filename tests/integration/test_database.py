@@ -1,0 +1,64 @@
+"""Migrations on a real SQLite file."""
+
+from __future__ import annotations
+
+from alembic import command
+from sqlalchemy import inspect, text
+
+from bot.messages import ConversationKey
+from bot.storage.database import alembic_config, create_db_engine, upgrade_database
+from bot.storage.repository import Repository
+
+
+def test_upgrade_creates_the_schema_in_wal_mode(tmp_path):
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'nested' / 'bot.sqlite3'}")
+    upgrade_database(engine)
+    assert {"channels", "conversations", "messages", "bot_state", "alembic_version"} <= set(
+        inspect(engine).get_table_names()
+    )
+    with engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_downgrade_and_upgrade_round_trip_keeps_working(tmp_path):
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'bot.sqlite3'}")
+    upgrade_database(engine)
+    command.downgrade(alembic_config(engine), "base")
+    assert "messages" not in inspect(engine).get_table_names()
+    upgrade_database(engine)
+    upgrade_database(engine)  # idempotent
+    repository = Repository(engine)
+    key = ConversationKey("console", "local", "c")
+    conversation = repository.active_conversation(key)
+    repository.add_message(conversation, role="user", author_id="u", author_name="n", text="やあ")
+    assert [m.text for m in repository.recent_messages(conversation)] == ["やあ"]
+
+
+def test_reset_keeps_old_conversations_stored(tmp_path):
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'bot.sqlite3'}")
+    upgrade_database(engine)
+    repository = Repository(engine)
+    key = ConversationKey("slack", "T1", "C1", "123.456")
+    first = repository.active_conversation(key)
+    repository.add_message(first, role="user", author_id="u", author_name="n", text="古い話")
+    second = repository.reset(key)
+    assert second != first and repository.active_conversation(key) == second
+    assert repository.recent_messages(second) == []
+    assert [m.text for m in repository.recent_messages(first)] == ["古い話"]
+
+
+def test_state_and_channel_settings_survive_a_new_engine(tmp_path):
+    url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+    engine = create_db_engine(url)
+    upgrade_database(engine)
+    key = ConversationKey("discord", "g", "c")
+    repository = Repository(engine)
+    repository.set_persona(key, "friendly")
+    repository.set_sampling(key, {"temperature": 0.3})
+    repository.set_state("model", "demo")
+    engine.dispose()
+    again = Repository(create_db_engine(url))
+    assert again.channel_settings(key).persona == "friendly"
+    assert again.channel_settings(key).sampling == {"temperature": 0.3}
+    assert again.get_state("model") == "demo"
