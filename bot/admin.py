@@ -14,7 +14,7 @@ from bot.messages import ConversationKey, IncomingMessage
 from bot.sampling import FORMAT_DEFAULTS, SamplingParams, validate_overrides
 from bot.storage.db_thread import DatabaseThread
 from bot.storage.repository import Repository
-from bot.worker import ModelWorker
+from bot.worker import ModelWorker, memory_in_use
 from persona.registry import PersonaRegistry
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,9 @@ class AdminService:
                 f"既定の生成設定: {_describe(defaults.with_overrides(channel.sampling))}",
             ]
         lines += [
-            f"待ち行列: {self.worker.queue_depth} 件、生成したトークン累計 {self.worker.tokens_generated}",
+            f"メモリ: {memory_in_use(model)}、最近の生成速度 "
+            f"{self.worker.recent_tokens_per_second():.1f} トークン/秒",
+            f"待ち行列: {self.worker.queue_depth} 件（同時生成 最大 {self.worker.max_batch_size}）、生成したトークン累計 {self.worker.tokens_generated}",
             f"このチャンネル: ペルソナ {channel.persona or 'なし'}、会話のメッセージ {messages} 件",
         ]
         if channel.sampling:

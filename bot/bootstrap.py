@@ -72,7 +72,12 @@ def bootstrap(
     engine = engine or create_db_engine(settings.database_url)
     repository = Repository(engine)
     db = DatabaseThread()
-    worker = ModelWorker(loader or default_loader(settings))
+    worker = ModelWorker(
+        loader or default_loader(settings),
+        max_batch_size=settings.max_batch_size,
+        max_queue=settings.max_queue,
+        idle_unload_s=settings.idle_unload_minutes * 60,
+    )
     personas = personas or PersonaRegistry.load()
     locks, in_flight = KeyedLocks(), InFlight()
     admin = AdminService(

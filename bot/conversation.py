@@ -122,6 +122,8 @@ class ConversationManager:
         self._in_flight.add(key, handle)
         raw = ""
         try:
+            if handle.position >= self.worker.max_batch_size:
+                await sink.update(f"（順番待ちです。前に {handle.position} 件あります）")
             async for delta in handle.deltas():
                 raw += delta
                 partial = clean_partial(raw, self._stops())
@@ -214,7 +216,7 @@ def _prompt_builder(
 def _log_reply(key: ConversationKey, result: GenerationResult, persona: str) -> None:
     replies_log.info(
         "reply conversation=%s model=%s persona=%s turns=%d prompt_tokens=%d new_tokens=%d "
-        "finish=%s queue_ms=%.0f prompt_ms=%.0f generation_ms=%.0f tokens_per_s=%.1f",
+        "finish=%s batch=%d queue_ms=%.0f prompt_ms=%.0f generation_ms=%.0f tokens_per_s=%.1f",
         key,
         result.model_name,
         persona or "-",
@@ -222,6 +224,7 @@ def _log_reply(key: ConversationKey, result: GenerationResult, persona: str) -> 
         result.prompt_tokens,
         result.new_tokens,
         result.finish_reason,
+        result.batch_size,
         result.queue_wait_s * 1000,
         result.prompt_s * 1000,
         result.generation_s * 1000,

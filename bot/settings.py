@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     model_cache_dir: Path = Path("./data/models")
     hf_token: SecretStr | None = None
 
+    # Serving
+    max_batch_size: int = Field(8, ge=1, le=256)  # requests generated together
+    max_queue: int = Field(64, ge=1)  # waiting requests before "busy" answers
+    idle_unload_minutes: float = Field(0, ge=0)  # free the model after this idle time; 0 = never
+
     # Generation
     max_new_tokens: int = Field(128, ge=1, le=2048)
     generation_timeout_s: float = Field(120.0, gt=0)

@@ -1,8 +1,12 @@
 """The model worker: the one thread that owns the model.
 
 The asyncio side submits requests and awaits deltas and results without blocking its loop.
-Loading, swapping and generating all happen on this thread, one job at a time, so the model
-(and later a peft model with several adapters) is never touched by two threads.
+Loading, swapping and generating all happen on this thread, so the model (and later a peft
+model with several adapters) is never touched by two threads.
+
+Requests that arrive while the model is busy wait in a bounded queue and are generated
+together in the next batch: first come, first served, up to `max_batch_size` rows that share
+sampling settings. The oldest waiting request always leads the next batch, so none starves.
 """
 
 from __future__ import annotations
@@ -14,14 +18,26 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from bot.batch_generation import generate_batch
 from bot.errors import GenerationFailed, ModelLoadError, UserFacingError
 from bot.model_loader import LoadedModel
-from bot.sampling import SamplingParams
-from bot.tokenizer import IncrementalDecoder
+from bot.worker_types import GenerationHandle, GenerationResult, PreparedPrompt, PromptBuilder
+
+__all__ = [
+    "GENERIC_FAILURE_REPLY",
+    "OUT_OF_MEMORY_REPLY",
+    "Busy",
+    "GenerationHandle",
+    "GenerationResult",
+    "ModelWorker",
+    "PreparedPrompt",
+    "PromptBuilder",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,72 +51,8 @@ GENERIC_FAILURE_REPLY = (
 )
 
 
-@dataclass(frozen=True)
-class PreparedPrompt:
-    """What the model is asked: built on the worker thread with the model that will answer."""
-
-    ids: list[int]
-    stop_strings: tuple[str, ...]
-    params: SamplingParams
-    turns_used: int = 0
-
-
-PromptBuilder = Callable[[LoadedModel], PreparedPrompt]
-
-
-@dataclass(frozen=True)
-class GenerationResult:
-    raw_text: str
-    finish_reason: str  # eos, stop, length, cancelled, timeout
-    prompt_tokens: int
-    new_tokens: int
-    stop_strings: tuple[str, ...]
-    turns_used: int
-    model_name: str
-    queue_wait_s: float
-    prompt_s: float
-    generation_s: float
-
-
-class GenerationHandle:
-    """The asyncio side's view of one request: stream deltas, await the result, cancel."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._deltas: asyncio.Queue[str | None] = asyncio.Queue()
-        self._result: asyncio.Future[GenerationResult] = loop.create_future()
-        self.cancel_event = threading.Event()
-
-    def cancel(self) -> None:
-        """Ask the worker to stop this generation; it ends within a token."""
-        self.cancel_event.set()
-
-    async def deltas(self) -> AsyncIterator[str]:
-        while (delta := await self._deltas.get()) is not None:
-            yield delta
-
-    async def result(self) -> GenerationResult:
-        return await self._result
-
-    # Called on the worker thread.
-    def _send(self, callback: Callable[..., Any], *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-            self._loop.call_soon_threadsafe(callback, *args)
-
-    def emit(self, delta: str) -> None:
-        self._send(self._deltas.put_nowait, delta)
-
-    def finish(self, result: GenerationResult | None, error: BaseException | None = None) -> None:
-        def settle() -> None:
-            self._deltas.put_nowait(None)
-            if self._result.done():
-                return
-            if error is not None:
-                self._result.set_exception(error)
-            else:
-                self._result.set_result(result)  # type: ignore[arg-type]
-
-        self._send(settle)
+class Busy(UserFacingError):
+    """The queue is full."""
 
 
 @dataclass
@@ -109,6 +61,7 @@ class _Generate:
     handle: GenerationHandle
     timeout_s: float
     submitted: float = field(default_factory=time.monotonic)
+    prepared: PreparedPrompt | None = None
 
 
 @dataclass
@@ -118,17 +71,46 @@ class _Call:
     future: asyncio.Future[Any]
 
 
+_Job = _Generate | _Call | None
+
+
 class ModelWorker:
-    def __init__(self, loader: Callable[[str], LoadedModel]) -> None:
+    def __init__(
+        self,
+        loader: Callable[[str], LoadedModel],
+        *,
+        max_batch_size: int = 8,
+        max_queue: int = 64,
+        idle_unload_s: float = 0,
+    ) -> None:
         self._loader = loader
-        self._jobs: queue.Queue[_Generate | _Call | None] = queue.Queue()
+        self.max_batch_size = max(1, max_batch_size)
+        self.max_queue = max_queue
+        self.idle_unload_s = idle_unload_s
+        self._jobs: queue.Queue[_Job] = queue.Queue()
+        self._backlog: deque[_Job] = deque()  # touched only by the worker thread
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.current: LoadedModel | None = None
+        self.unloaded_spec: str | None = None  # set while the model is unloaded for idleness
         self.tokens_generated = 0
+        self._recent: deque[tuple[float, int, float]] = deque(maxlen=256)
+        self._last_active = time.monotonic()
 
     @property
     def queue_depth(self) -> int:
-        return self._jobs.qsize()
+        """Generation requests waiting to start."""
+        return self._waiting
+
+    def recent_tokens_per_second(self, window_s: float = 60.0) -> float:
+        """Tokens generated per second of generation, over batches that ended recently."""
+        now = time.monotonic()
+        recent = [
+            (tokens, busy) for ended, tokens, busy in list(self._recent) if now - ended <= window_s
+        ]
+        busy = sum(b for _, b in recent)
+        return sum(t for t, _ in recent) / busy if busy > 0 else 0.0
 
     def start(self) -> None:
         if self._thread is None:
@@ -149,12 +131,13 @@ class ModelWorker:
         return await future
 
     async def load(self, spec: str) -> LoadedModel:
-        """Load `spec` and make it current. Requests queued earlier finish on the old model; if
-        loading fails, the old model keeps serving and ModelLoadError is raised."""
+        """Load `spec` and make it current. Requests queued earlier finish on the old model, later
+        ones wait; if loading fails the old model keeps serving and ModelLoadError is raised."""
 
         def swap() -> LoadedModel:
             new = self._loader(spec)
             old, self.current = self.current, new
+            self.unloaded_spec = None
             if old is not None:
                 _release(old)
             return new
@@ -162,16 +145,146 @@ class ModelWorker:
         return await self.call(swap)
 
     def submit(self, builder: PromptBuilder, *, timeout_s: float) -> GenerationHandle:
-        handle = GenerationHandle(asyncio.get_running_loop())
+        """Queue a request. Raises Busy when the queue is full."""
+        with self._waiting_lock:
+            if self.max_queue and self._waiting >= self.max_queue:
+                raise Busy(
+                    "ただいま混み合っています。少し時間をおいてからもう一度話しかけてください。"
+                )
+            handle = GenerationHandle(asyncio.get_running_loop())
+            handle.position = self._waiting
+            self._waiting += 1
         self._jobs.put(_Generate(builder, handle, timeout_s))
         return handle
 
+    # --- the worker thread -------------------------------------------------------------------
+
     def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        while True:
+            self._fill_backlog()
+            job = self._backlog.popleft()
+            if job is None:
+                return
             if isinstance(job, _Call):
                 self._run_call(job)
-            else:
-                self._run_generate(job)
+                continue
+            batch = self._take_batch(job)
+            if batch:
+                self._run_batch(batch)
+            self._last_active = time.monotonic()
+
+    def _fill_backlog(self) -> None:
+        """Move newly queued jobs into the backlog, waiting for one if there is none."""
+        while not self._backlog:
+            timeout = self.idle_unload_s or None
+            try:
+                self._backlog.append(self._jobs.get(timeout=timeout))
+            except queue.Empty:
+                self._unload_if_idle()
+        while True:
+            try:
+                self._backlog.append(self._jobs.get_nowait())
+            except queue.Empty:
+                return
+
+    def _unload_if_idle(self) -> None:
+        idle = time.monotonic() - self._last_active
+        if self.current is not None and self.idle_unload_s and idle >= self.idle_unload_s:
+            log.info("unloading %s after %.0f s idle", self.current.name, idle)
+            self.unloaded_spec = self.current.name
+            old, self.current = self.current, None
+            _release(old)
+
+    def _dequeued(self) -> None:
+        with self._waiting_lock:
+            self._waiting -= 1
+
+    def _prepare(self, job: _Generate) -> bool:
+        """Build the job's prompt with the current model; answer it with an error if that fails."""
+        if job.prepared is not None:
+            return True
+        try:
+            model = self._model()
+            if job.handle.cancel_event.is_set():
+                job.handle.finish(_cancelled(model, job))
+                return False
+            job.prepared = job.builder(model)
+            return True
+        except UserFacingError as exc:
+            job.handle.finish(None, exc)
+        except Exception as exc:
+            log.exception("building a prompt failed")
+            job.handle.finish(None, GenerationFailed(GENERIC_FAILURE_REPLY, detail=str(exc)))
+        return False
+
+    def _model(self) -> LoadedModel:
+        if self.current is None and self.unloaded_spec:
+            log.info("reloading %s after idle unload", self.unloaded_spec)
+            self.current = self._loader(self.unloaded_spec)
+            self.unloaded_spec = None
+        if self.current is None:
+            raise ModelLoadError("モデルがまだ読み込まれていません。少し待ってからお試しください。")
+        return self.current
+
+    def _take_batch(self, first: _Generate) -> list[_Generate]:
+        """The oldest request plus later ones with the same sampling settings, in arrival order,
+        never reaching past a model swap or other call queued in between."""
+        self._dequeued()
+        if not self._prepare(first):
+            return []
+        assert first.prepared is not None
+        key = _sampling_key(first.prepared)
+        batch = [first]
+        for job in list(self._backlog):
+            if not isinstance(job, _Generate) or len(batch) >= self.max_batch_size:
+                break
+            if not self._prepare(job):
+                self._backlog.remove(job)
+                self._dequeued()
+                continue
+            assert job.prepared is not None
+            if _sampling_key(job.prepared) == key:
+                self._backlog.remove(job)
+                self._dequeued()
+                batch.append(job)
+        return batch
+
+    def _run_batch(self, batch: list[_Generate]) -> None:
+        model = self.current
+        assert model is not None
+        started = time.monotonic()
+        try:
+            results = generate_batch(
+                model,
+                [job.prepared for job in batch],  # type: ignore[misc]
+                [job.handle for job in batch],
+                [job.submitted for job in batch],
+                [job.timeout_s for job in batch],
+            )
+        except Exception as exc:
+            self._batch_failed(batch, exc)
+            return
+        new_tokens = sum(r.new_tokens for r in results)
+        self.tokens_generated += new_tokens
+        self._recent.append((time.monotonic(), new_tokens, time.monotonic() - started))
+        for job, result in zip(batch, results, strict=True):
+            job.handle.finish(result)
+
+    def _batch_failed(self, batch: list[_Generate], exc: Exception) -> None:
+        if not _is_out_of_memory(exc):
+            log.exception("generation failed", exc_info=exc)
+            for job in batch:
+                job.handle.finish(None, GenerationFailed(GENERIC_FAILURE_REPLY, detail=str(exc)))
+            return
+        _free_cache()
+        if len(batch) > 1 and not any(job.handle.emitted for job in batch):
+            log.warning("out of memory with a batch of %d; retrying one at a time", len(batch))
+            for job in batch:
+                self._run_batch([job])
+            return
+        log.warning("out of memory while generating; the request was answered with an error")
+        for job in batch:
+            job.handle.finish(None, GenerationFailed(OUT_OF_MEMORY_REPLY, detail=str(exc)))
 
     def _run_call(self, job: _Call) -> None:
         try:
@@ -190,140 +303,16 @@ class ModelWorker:
         with contextlib.suppress(RuntimeError):
             job.loop.call_soon_threadsafe(settle)
 
-    def _run_generate(self, job: _Generate) -> None:
-        handle = job.handle
-        model = self.current
-        try:
-            if model is None:
-                raise ModelLoadError(
-                    "モデルがまだ読み込まれていません。少し待ってからお試しください。"
-                )
-            result = _generate(model, job)
-            self.tokens_generated += result.new_tokens
-            handle.finish(result)
-        except UserFacingError as exc:
-            handle.finish(None, exc)
-        except Exception as exc:
-            if _is_out_of_memory(exc):
-                log.warning(
-                    "out of memory while generating; the request was answered with an error"
-                )
-                _free_cache()
-                handle.finish(None, GenerationFailed(OUT_OF_MEMORY_REPLY, detail=str(exc)))
-            else:
-                log.exception("generation failed")
-                handle.finish(None, GenerationFailed(GENERIC_FAILURE_REPLY, detail=str(exc)))
+
+def _sampling_key(prepared: PreparedPrompt) -> Any:
+    # Rows of one generate call share one GenerationConfig; token limits are kept per row.
+    return replace(prepared.params, max_new_tokens=0)
 
 
-class _TokenStreamer:
-    """A per-token streamer for `generate`: decodes each new token and sends the text delta."""
-
-    def __init__(self, model: LoadedModel, handle: GenerationHandle) -> None:
-        self.decoder = IncrementalDecoder(model.tokenizer)
-        self.eos_id = model.tokenizer.eos_id
-        self.handle = handle
-        self.prompt_seen = False
-        self.new_tokens = 0
-        self.saw_eos = False
-        self.first_token_at: float | None = None
-
-    @property
-    def text(self) -> str:
-        return self.decoder.text
-
-    def put(self, value: Any) -> None:
-        if not self.prompt_seen:  # generate first hands over the prompt itself
-            self.prompt_seen = True
-            return
-        for token_id in value.reshape(-1).tolist():
-            self.first_token_at = self.first_token_at or time.monotonic()
-            self.new_tokens += 1
-            if token_id == self.eos_id:
-                self.saw_eos = True
-                continue
-            delta = self.decoder.push(token_id)
-            if delta:
-                self.handle.emit(delta)
-
-    def end(self) -> None:
-        pass
-
-
-def _generate(model: LoadedModel, job: _Generate) -> GenerationResult:
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    started = time.monotonic()
-    handle = job.handle
-    if handle.cancel_event.is_set():
-        return _empty_result(model, job, started, "cancelled")
-    prepared = job.builder(model)
-    streamer = _TokenStreamer(model, handle)
-    deadline = started + job.timeout_s
-    stops = (*prepared.stop_strings, "</s>")
-    longest_stop = max(len(s) for s in stops)
-    reason: dict[str, str] = {}
-
-    class StopWhen(StoppingCriteria):
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            if handle.cancel_event.is_set():
-                reason.setdefault("why", "cancelled")
-            elif time.monotonic() > deadline:
-                reason.setdefault("why", "timeout")
-            elif any(s in streamer.text[-(longest_stop + 16) :] for s in stops):
-                reason.setdefault("why", "stop")
-            stop = "why" in reason
-            return torch.full(
-                (input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device
-            )
-
-    input_ids = torch.tensor([prepared.ids], dtype=torch.long, device=model.device)
-    tokenizer = model.tokenizer
-    pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
-    with torch.inference_mode():
-        model.model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            streamer=streamer,
-            stopping_criteria=StoppingCriteriaList([StopWhen()]),
-            eos_token_id=tokenizer.eos_id,
-            pad_token_id=pad_id,
-            **prepared.params.generate_kwargs(),
-        )
-    finished = time.monotonic()
-    if "why" in reason:
-        finish_reason = reason["why"]
-    elif streamer.saw_eos:
-        finish_reason = "eos"
-    else:
-        finish_reason = "length"
-    first = streamer.first_token_at or finished
+def _cancelled(model: LoadedModel, job: _Generate) -> GenerationResult:
+    waited = time.monotonic() - job.submitted
     return GenerationResult(
-        raw_text=streamer.text,
-        finish_reason=finish_reason,
-        prompt_tokens=len(prepared.ids),
-        new_tokens=streamer.new_tokens,
-        stop_strings=prepared.stop_strings,
-        turns_used=prepared.turns_used,
-        model_name=model.name,
-        queue_wait_s=started - job.submitted,
-        prompt_s=first - started,
-        generation_s=finished - first,
-    )
-
-
-def _empty_result(model: LoadedModel, job: _Generate, started: float, why: str) -> GenerationResult:
-    return GenerationResult(
-        "",
-        why,
-        0,
-        0,
-        model.prompt_format.stop_strings,
-        0,
-        model.name,
-        started - job.submitted,
-        0.0,
-        0.0,
+        "", "cancelled", 0, 0, model.prompt_format.stop_strings, 0, model.name, waited, 0.0, 0.0
     )
 
 
@@ -349,3 +338,19 @@ def _free_cache() -> None:
 def _release(model: LoadedModel) -> None:
     model.model = None
     _free_cache()
+
+
+def memory_in_use(model: LoadedModel | None) -> str:
+    """A short description of the memory the model's device is using."""
+    import torch
+
+    if model is not None and model.device.startswith("cuda") and torch.cuda.is_available():
+        return f"GPU {torch.cuda.memory_allocated() / 2**30:.2f} GiB"
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            pages = int(statm.read().split()[1])
+        import os
+
+        return f"RAM {pages * os.sysconf('SC_PAGE_SIZE') / 2**30:.2f} GiB"
+    except (OSError, ValueError):
+        return "不明"

@@ -27,35 +27,52 @@ class ScriptedModel:
         self.delay_s = delay_s
         self.prompts: list[str] = []
         self.calls: list[dict[str, Any]] = []
+        self.batch_sizes: list[int] = []
         self.started = threading.Event()
 
     def generate(
         self,
         *,
         input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
         streamer: Any,
         stopping_criteria: Any,
         max_new_tokens: int,
         **kwargs: Any,
     ) -> torch.Tensor:
+        """Each row plays back the next scripted reply; finished rows receive padding."""
         import time
 
         self.started.set()
-        self.prompts.append(self.tokenizer.decode(input_ids[0].tolist()))
-        self.calls.append({"max_new_tokens": max_new_tokens, **kwargs})
-        reply = self.replies.popleft() if self.replies else "はい。"
-        ids = self.tokenizer.encode(reply)
-        if self.eos and self.tokenizer.eos_id is not None:
-            ids.append(self.tokenizer.eos_id)
+        rows = input_ids.shape[0]
+        self.batch_sizes.append(rows)
+        scripts = []
+        for row in range(rows):
+            prompt_ids = input_ids[row][attention_mask[row].bool()].tolist()
+            self.prompts.append(self.tokenizer.decode(prompt_ids))
+            self.calls.append({"max_new_tokens": max_new_tokens, **kwargs})
+            ids = self.tokenizer.encode(self.replies.popleft() if self.replies else "はい。")
+            if self.eos and self.tokenizer.eos_id is not None:
+                ids.append(self.tokenizer.eos_id)
+            scripts.append(ids)
+        pad = kwargs.get("pad_token_id") or 0
         streamer.put(input_ids)
         out = input_ids
-        for token in ids[:max_new_tokens]:
+        done = torch.zeros(rows, dtype=torch.bool)
+        for step in range(max_new_tokens):
             if self.delay_s:
                 time.sleep(self.delay_s)
-            step = torch.tensor([token])
-            streamer.put(step)
-            out = torch.cat([out, step.view(1, 1)], dim=1)
-            if bool(stopping_criteria(out, None).all()) or token == self.tokenizer.eos_id:
+            tokens = [
+                pad if done[r] or step >= len(scripts[r]) else scripts[r][step] for r in range(rows)
+            ]
+            finished_now = torch.tensor(
+                [step >= len(scripts[r]) - 1 for r in range(rows)], dtype=torch.bool
+            )
+            step_tensor = torch.tensor(tokens)
+            streamer.put(step_tensor)
+            out = torch.cat([out, step_tensor.view(rows, 1)], dim=1)
+            done = done | stopping_criteria(out, None).cpu() | finished_now
+            if bool(done.all()):
                 break
         return out
 
