@@ -6,12 +6,13 @@ that passes plain text) goes through `run_text_command`. Admin checks live here,
 
 from __future__ import annotations
 
+import json
 import logging
 
 from bot.errors import NotPermitted
 from bot.locks import InFlight, KeyedLocks
 from bot.messages import ConversationKey, IncomingMessage
-from bot.sampling import FORMAT_DEFAULTS, SamplingParams, validate_overrides
+from bot.sampling import SamplingParams, validate_overrides
 from bot.storage.db_thread import DatabaseThread
 from bot.storage.repository import Repository
 from bot.worker import ModelWorker, memory_in_use
@@ -30,6 +31,7 @@ HELP_TEXT = """\
 /set <項目> <値> — このチャンネルの生成設定を変えます（管理者のみ。例: /set temperature 0.5、/set clear）
 /help — この説明を表示します"""
 
+MODEL_CHOICE_KEY = "model_choice"
 COMMANDS = ("reset", "stop", "status", "persona", "model", "set", "help")
 
 
@@ -43,6 +45,7 @@ class AdminService:
         personas: PersonaRegistry,
         locks: KeyedLocks,
         in_flight: InFlight,
+        configured_model: str = "",
     ) -> None:
         self.repository = repository
         self.db = db
@@ -50,6 +53,7 @@ class AdminService:
         self.personas = personas
         self.locks = locks
         self.in_flight = in_flight
+        self.configured_model = configured_model
 
     @staticmethod
     def is_command(text: str) -> bool:
@@ -124,8 +128,23 @@ class AdminService:
         previous = self.worker.current.name if self.worker.current else "（なし）"
         log.info("switching model from %s to %s", previous, spec)
         loaded = await self.worker.load(spec)  # a ModelLoadError leaves the old model serving
+        await self.db(
+            self.repository.set_state,
+            MODEL_CHOICE_KEY,
+            json.dumps({"model": spec, "configured": self.configured_model}),
+        )
         suffix = "（デモモデル: 返事は意味をなしません）" if loaded.is_demo else ""
         return f"モデルを {loaded.name} に切り替えました{suffix}。"
+
+    async def startup_model(self) -> str:
+        """The model to load at start: an admin's `/model` choice survives a restart, unless the
+        operator has since changed MODEL (then the new MODEL wins)."""
+        saved = await self.db(self.repository.get_state, MODEL_CHOICE_KEY)
+        if saved:
+            choice = json.loads(saved)
+            if choice.get("configured") == self.configured_model and choice.get("model"):
+                return str(choice["model"])
+        return self.configured_model
 
     async def set_sampling(self, key: ConversationKey, setting: str, value: str) -> str:
         if not setting or not value:
@@ -150,11 +169,12 @@ class AdminService:
             lines.append("モデル: 読み込み中")
         else:
             demo = "（デモモデル）" if model.is_demo else ""
-            defaults = FORMAT_DEFAULTS.get(model.prompt_format.name, SamplingParams())
+            defaults = model.sampling_defaults
             lines += [
                 f"モデル: {model.name}{demo}",
                 f"形式: {model.prompt_format.name}、文脈長 {model.context_length} トークン",
-                f"デバイス: {model.device}、精度 {model.dtype}、"
+                f"デバイス: {model.device}、精度 {model.dtype}"
+                f"{'' if model.quantization == 'none' else '、量子化 ' + model.quantization}、"
                 f"パラメータ {model.parameters / 1e6:,.1f}M",
                 f"既定の生成設定: {_describe(defaults.with_overrides(channel.sampling))}",
             ]

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from bot.admin import AdminService
 from bot.conversation import ConversationManager, ManagerLimits
+from bot.errors import ModelLoadError
 from bot.locks import InFlight, KeyedLocks
 from bot.model_loader import LoadedModel, LoadOptions, load_model
 from bot.rate_limit import RateLimiter
@@ -43,6 +44,17 @@ class App:
         Raises ModelLoadError (with a message saying what to change) if the model cannot load."""
         await self.db(upgrade_database, self.engine)
         self.worker.start()
+        chosen = await self.admin.startup_model()
+        if chosen != self.settings.model:
+            try:
+                return await self.worker.load(chosen)
+            except ModelLoadError as exc:
+                log.warning(
+                    "the model chosen with /model (%s) failed to load, using MODEL=%s: %s",
+                    chosen,
+                    self.settings.model,
+                    exc,
+                )
         return await self.worker.load(self.settings.model)
 
     async def close(self) -> None:
@@ -55,6 +67,7 @@ def default_loader(settings: Settings) -> Loader:
     options = LoadOptions(
         device=settings.device,
         dtype=settings.dtype,
+        quantization=settings.quantization,
         prompt_format=settings.prompt_format,
         cache_dir=Path(settings.model_cache_dir),
         hf_token=settings.hf_token.get_secret_value() if settings.hf_token else None,
@@ -87,6 +100,7 @@ def bootstrap(
         personas=personas,
         locks=locks,
         in_flight=in_flight,
+        configured_model=settings.model,
     )
     overrides = {
         "max_new_tokens": settings.max_new_tokens,

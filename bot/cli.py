@@ -19,16 +19,31 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("console", help="chat with the bot in this terminal")
     commands.add_parser("run", help="start every platform configured in the environment")
+    commands.add_parser("models", help="list the named models with size and memory estimates")
+    bench = commands.add_parser("bench", help="measure many channels at once (CPU benchmark)")
+    bench.add_argument("--channels", default="1,4,8,16", help="comma-separated channel counts")
+    bench.add_argument("--new-tokens", type=int, default=64)
     db = commands.add_parser("db", help="database maintenance")
     db.add_argument("action", choices=["upgrade"], help="upgrade the schema to the newest version")
     args = parser.parse_args(argv)
 
+    if args.command == "models":
+        from bot.registry import format_catalogue
+
+        print(format_catalogue())
+        return 0
     settings = Settings()
     configure_logging(settings.log_level)
     if args.command == "db":
         from bot.storage.database import create_db_engine, upgrade_database
 
         upgrade_database(create_db_engine(settings.database_url))
+        return 0
+    if args.command == "bench":
+        from bot.bench import run_benchmark
+
+        counts = tuple(int(c) for c in args.channels.split(","))
+        print(asyncio.run(run_benchmark(settings.model_cache_dir, counts, args.new_tokens)))
         return 0
     if args.command == "run" and settings.configured_platforms():
         return _run_platforms(settings)

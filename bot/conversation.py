@@ -20,7 +20,7 @@ from bot.model_loader import LoadedModel
 from bot.postprocess import FALLBACK_REPLY, clean_partial, clean_reply
 from bot.prompt_format import Turn, build_prompt, clean_control_chars
 from bot.rate_limit import RateLimiter
-from bot.sampling import FORMAT_DEFAULTS, SamplingParams
+from bot.sampling import SamplingParams
 from bot.storage.db_thread import DatabaseThread
 from bot.storage.repository import Repository, StoredMessage
 from bot.worker import GENERIC_FAILURE_REPLY, GenerationResult, ModelWorker, PreparedPrompt
@@ -181,8 +181,7 @@ class ConversationManager:
 
 
 def _params(model: LoadedModel, overrides: dict) -> SamplingParams:
-    defaults = FORMAT_DEFAULTS.get(model.prompt_format.name, SamplingParams())
-    return defaults.with_overrides(overrides)
+    return model.sampling_defaults.with_overrides(overrides)
 
 
 def _prompt_builder(

@@ -11,13 +11,15 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bot.demo_model import DEMO_NAME, METADATA_FILE, ensure_demo_model
 from bot.errors import ModelLoadError
 from bot.prompt_format import FORMATS, PromptFormat, detect_format
+from bot.registry import find_entry
+from bot.sampling import FORMAT_DEFAULTS, SamplingParams
 from bot.tokenizer import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ _OFFLINE_HINT = (
 class LoadOptions:
     device: str = "auto"  # auto / cuda / cpu
     dtype: str = "auto"  # auto / fp16 / bf16 / fp32
+    quantization: str = "none"  # none / 8bit / 4bit (bitsandbytes, CUDA only)
     prompt_format: str = "auto"
     cache_dir: Path = Path("./data/models")
     hf_token: str | None = None
@@ -51,6 +54,8 @@ class LoadedModel:
     dtype: str
     is_demo: bool
     parameters: int
+    sampling_defaults: SamplingParams = field(default_factory=SamplingParams)
+    quantization: str = "none"
 
 
 def resolve_device(requested: str) -> str:
@@ -79,11 +84,39 @@ def resolve_dtype(requested: str, device: str) -> Any:
     return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[requested]
 
 
+def quantization_config(quantization: str, device: str, dtype: Any) -> Any:
+    """A BitsAndBytesConfig for 8-bit/4-bit, or None; impossible requests fail clearly."""
+    if quantization == "none":
+        return None
+    if device != "cuda":
+        raise ModelLoadError(
+            f"QUANTIZATION={quantization} は GPU（DEVICE=cuda）でだけ使えます。"
+            "CPU では QUANTIZATION=none にしてください。"
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ModelLoadError(
+            f"QUANTIZATION={quantization} には bitsandbytes が必要です: "
+            "pip install -e '.[quantization]' を実行するか、QUANTIZATION=none にしてください。"
+        ) from None
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
+    )
+
+
 def resolve_folder(spec: str, options: LoadOptions) -> Path:
     """The local folder holding the model named by `spec`."""
     spec = spec.strip()
     if spec == DEMO_NAME:
         return ensure_demo_model(options.cache_dir)
+    entry = find_entry(spec)
+    if entry is not None:
+        spec = entry.hub_id
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
@@ -149,12 +182,17 @@ def load_model(spec: str, options: LoadOptions) -> LoadedModel:
 
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
+    quantization = quantization_config(options.quantization, device, dtype)
     folder = resolve_folder(spec, options)
     meta = _metadata(folder)
+    entry = find_entry(spec)
+    extra: dict[str, Any] = {}
+    if quantization is not None:
+        extra = {"quantization_config": quantization, "device_map": {"": 0}}
     try:
         tokenizer = load_tokenizer(folder)
         with _quiet_progress(bool(meta.get("demo"))):
-            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **extra)
     except torch.OutOfMemoryError as exc:
         raise ModelLoadError(
             f"モデル「{spec}」を読み込むメモリが足りません。小さいモデルか DTYPE=fp16/bf16 を試してください。"
@@ -164,22 +202,24 @@ def load_model(spec: str, options: LoadOptions) -> LoadedModel:
             f"モデル「{spec}」を読み込めませんでした: {type(exc).__name__}: {str(exc)[:200]}",
             detail=str(exc),
         ) from exc
-    model.to(device)
+    if quantization is None:
+        model.to(device)
     model.eval()
 
     format_name = options.prompt_format
     if format_name == "auto":
-        format_name = meta.get("prompt_format", "auto")
+        format_name = meta.get("prompt_format") or (entry.prompt_format if entry else "auto")
     has_nl = tokenizer.has_piece("<NL>")
     if format_name == "auto":
-        prompt_format = detect_format(spec, has_nl)
+        prompt_format = detect_format(entry.hub_id if entry else spec, has_nl)
     elif format_name == "plain" and has_nl:
         prompt_format = detect_format("", has_nl)
     else:
         prompt_format = FORMATS[format_name]
 
     config = model.config
-    context = meta.get("context_length") or getattr(config, "max_position_embeddings", None)
+    context = meta.get("context_length") or (entry.context_length if entry else None)
+    context = context or getattr(config, "max_position_embeddings", None)
     context = context or getattr(config, "n_positions", None) or 2048
     return LoadedModel(
         name=spec,
@@ -192,4 +232,6 @@ def load_model(spec: str, options: LoadOptions) -> LoadedModel:
         dtype=str(dtype).removeprefix("torch."),
         is_demo=bool(meta.get("demo")),
         parameters=sum(p.numel() for p in model.parameters()),
+        sampling_defaults=entry.sampling if entry else FORMAT_DEFAULTS[prompt_format.name],
+        quantization=options.quantization,
     )

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     prompt_format: PromptFormatName = "auto"
     device: Literal["auto", "cuda", "cpu"] = "auto"
     dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
+    quantization: Literal["none", "8bit", "4bit"] = "none"
     model_cache_dir: Path = Path("./data/models")
     hf_token: SecretStr | None = None
 

@@ -51,7 +51,10 @@ class SentencePieceTokenizer:
         return self.sp.encode(text)
 
     def decode(self, ids: list[int]) -> str:
-        return self.sp.decode(ids)
+        # Models often have more embedding rows than the tokenizer has pieces (padded vocab);
+        # an id past the tokenizer's end has no text.
+        size = self.sp.vocab_size()
+        return self.sp.decode([i for i in ids if 0 <= i < size])
 
     def has_piece(self, piece: str) -> bool:
         piece_id = self.sp.piece_to_id(piece)

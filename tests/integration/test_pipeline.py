@@ -250,3 +250,20 @@ async def test_null_sink_collects_the_final_text(make_app):
     await app.manager.handle(message("テスト"), sink)
     assert sink.text == "了解。"
     assert sink.text != FALLBACK_REPLY
+
+
+async def test_the_admins_model_choice_survives_a_restart(make_app, model_cache):
+    from bot.demo_model import ensure_demo_model
+
+    folder = str(ensure_demo_model(model_cache))
+    first = await make_app()
+    assert "切り替えました" in (await ask(first, f"/model {folder}", admin=True)).final
+    await first.close()
+    second = await make_app()
+    assert second.worker.current.name == folder
+    changed = await make_app(model=folder)  # the operator changed MODEL since: MODEL wins
+    assert changed.worker.current.name == folder
+    await ask(changed, "/model demo", admin=True)
+    await changed.close()
+    third = await make_app(model=folder)
+    assert third.worker.current.name == "demo"

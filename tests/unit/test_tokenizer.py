@@ -74,3 +74,10 @@ def test_incremental_decoder_streams_every_token_and_adds_up(demo_folder, text):
     assert all("\ufffd" not in d for d in deltas)
     if text == "ひらがなだけ":  # kana-only text streams piece by piece, not in one lump
         assert sum(1 for d in deltas if d) > 1
+
+
+def test_ids_past_the_tokenizers_end_decode_to_nothing(demo_folder):
+    # Real models pad their embedding matrix past the tokenizer's vocabulary.
+    tokenizer = load_tokenizer(demo_folder)
+    ids = tokenizer.encode("こんにちは")
+    assert tokenizer.decode([*ids, 31999, 50000]) == tokenizer.decode(ids)
