@@ -11,6 +11,7 @@ import logging
 
 from bot.errors import NotPermitted
 from bot.locks import InFlight, KeyedLocks
+from bot.lora import check_adapter
 from bot.messages import ConversationKey, IncomingMessage
 from bot.sampling import SamplingParams, validate_overrides
 from bot.storage.db_thread import DatabaseThread
@@ -116,7 +117,11 @@ class AdminService:
             return "ペルソナを解除しました。"
         persona = self.personas.get(name)
         model = self.worker.current
-        if model is not None and not persona.fits(model.prompt_format.name):
+        if persona.adapter is not None and model is not None:
+            adapter = persona.adapter
+            # On the worker thread: it reads the model's layers. Raises AdapterMismatch.
+            await self.worker.call(lambda: check_adapter(model, adapter, persona.base_models))
+        elif model is not None and not persona.fits(model.prompt_format.name):
             return (
                 f"ペルソナ「{name}」は {persona.prompt_format} 形式のモデル用です。"
                 f"今のモデル（{model.name}、{model.prompt_format.name} 形式）では使えません。"

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.lora import BASE
 from bot.model_loader import LoadedModel
 from bot.tokenizer import IncrementalDecoder
 from bot.worker_types import GenerationHandle, GenerationResult, PreparedPrompt
@@ -93,6 +94,12 @@ def _stopping_criteria(rows: Sequence[Row]) -> Any:
     return RowsDone()
 
 
+def _is_peft(model: Any) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
 def generate_batch(
     model: LoadedModel,
     prepared: Sequence[PreparedPrompt],
@@ -120,6 +127,10 @@ def generate_batch(
     params = prepared[0].params
     kwargs = params.generate_kwargs()
     kwargs["max_new_tokens"] = max(p.params.max_new_tokens for p in prepared)
+    if _is_peft(model.model):
+        # Each row names its persona's adapter; without this a peft model would apply its
+        # active adapter to every row.
+        kwargs["adapter_names"] = [p.adapter or BASE for p in prepared]
     with torch.inference_mode():
         model.model.generate(
             input_ids=input_ids.to(model.device),

@@ -90,8 +90,9 @@ def bootstrap(
         max_batch_size=settings.max_batch_size,
         max_queue=settings.max_queue,
         idle_unload_s=settings.idle_unload_minutes * 60,
+        max_adapters=settings.max_cached_adapters,
     )
-    personas = personas or PersonaRegistry.load()
+    personas = personas or PersonaRegistry.load(settings.persona_dir)
     locks, in_flight = KeyedLocks(), InFlight()
     admin = AdminService(
         repository=repository,

@@ -15,10 +15,16 @@ log = logging.getLogger("bot")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "persona":  # prepare corpora and train LoRA personas
+        from persona.cli import main as persona_main
+
+        return persona_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("console", help="chat with the bot in this terminal")
     commands.add_parser("run", help="start every platform configured in the environment")
+    commands.add_parser("persona", help="persona tools: prepare nucc …, train … (see --help)")
     commands.add_parser("models", help="list the named models with size and memory estimates")
     bench = commands.add_parser("bench", help="measure many channels at once (CPU benchmark)")
     bench.add_argument("--channels", default="1,4,8,16", help="comma-separated channel counts")

@@ -18,13 +18,19 @@ from bot.locks import InFlight, KeyedLocks
 from bot.messages import ConversationKey, IncomingMessage, ReplySink
 from bot.model_loader import LoadedModel
 from bot.postprocess import FALLBACK_REPLY, clean_partial, clean_reply
-from bot.prompt_format import Turn, build_prompt, clean_control_chars
+from bot.prompt_format import (
+    PERSONA_FORMATS,
+    PromptFormat,
+    Turn,
+    build_prompt,
+    clean_control_chars,
+)
 from bot.rate_limit import RateLimiter
 from bot.sampling import SamplingParams
 from bot.storage.db_thread import DatabaseThread
 from bot.storage.repository import Repository, StoredMessage
 from bot.worker import GENERIC_FAILURE_REPLY, GenerationResult, ModelWorker, PreparedPrompt
-from persona.registry import PersonaRegistry
+from persona.registry import Persona, PersonaRegistry
 
 log = logging.getLogger(__name__)
 replies_log = logging.getLogger("bot.replies")
@@ -105,7 +111,7 @@ class ConversationManager:
         overrides = {**dict(self.limits.base_overrides), **(persona.sampling if persona else {})}
         overrides.update(channel.sampling)
 
-        self._check_fits(text, message.author_name, preamble, overrides)
+        self._check_fits(text, message.author_name, preamble, overrides, persona)
         await self.db(
             self.repository.add_message,
             conversation_id,
@@ -117,7 +123,7 @@ class ConversationManager:
         history = await self.db(
             self.repository.recent_messages, conversation_id, HISTORY_FETCH_LIMIT
         )
-        builder = _prompt_builder(history, preamble, overrides)
+        builder = _prompt_builder(history, preamble, overrides, persona)
         handle = self.worker.submit(builder, timeout_s=self.limits.generation_timeout_s)
         self._in_flight.add(key, handle)
         raw = ""
@@ -126,7 +132,7 @@ class ConversationManager:
                 await sink.update(f"（順番待ちです。前に {handle.position} 件あります）")
             async for delta in handle.deltas():
                 raw += delta
-                partial = clean_partial(raw, self._stops())
+                partial = clean_partial(raw, self._stops(persona))
                 if partial:
                     await sink.update(partial)
             result = await handle.result()
@@ -152,11 +158,13 @@ class ConversationManager:
         _log_reply(key, result, persona.name if persona else "")
         await sink.finish(reply)
 
-    def _stops(self) -> tuple[str, ...]:
+    def _stops(self, persona: Persona | None) -> tuple[str, ...]:
         current = self.worker.current
-        return current.prompt_format.stop_strings if current else ()
+        return _format(current, persona).stop_strings if current else ()
 
-    def _check_fits(self, text: str, author: str, preamble: str, overrides: dict) -> None:
+    def _check_fits(
+        self, text: str, author: str, preamble: str, overrides: dict, persona: Persona | None
+    ) -> None:
         """Refuse, before storing it, a message that alone would not fit the context window."""
         model = self.worker.current
         if model is None:
@@ -166,7 +174,7 @@ class ConversationManager:
         turn = Turn("user", text, author)
         if (
             build_prompt(
-                model.prompt_format,
+                _format(model, persona),
                 [turn],
                 encode=model.tokenizer.encode,
                 budget=budget,
@@ -184,8 +192,15 @@ def _params(model: LoadedModel, overrides: dict) -> SamplingParams:
     return model.sampling_defaults.with_overrides(overrides)
 
 
+def _format(model: LoadedModel, persona: Persona | None) -> PromptFormat:
+    """An adapter persona speaks the template it was trained on; others the model's own."""
+    if persona is not None and persona.adapter is not None and persona.prompt_format:
+        return PERSONA_FORMATS.get(persona.prompt_format, model.prompt_format)
+    return model.prompt_format
+
+
 def _prompt_builder(
-    history: list[StoredMessage], preamble: str, overrides: dict
+    history: list[StoredMessage], preamble: str, overrides: dict, persona: Persona | None
 ) -> Callable[[LoadedModel], PreparedPrompt]:
     turns = [
         Turn("user" if m.role == "user" else "assistant", m.text, m.author_name) for m in history
@@ -194,8 +209,9 @@ def _prompt_builder(
     def build(model: LoadedModel) -> PreparedPrompt:
         params = _params(model, overrides)
         budget = model.context_length - params.max_new_tokens
+        fmt = _format(model, persona)
         built = build_prompt(
-            model.prompt_format,
+            fmt,
             turns,
             encode=model.tokenizer.encode,
             budget=budget,
@@ -205,8 +221,15 @@ def _prompt_builder(
             raise InvalidMessage(
                 "メッセージが長すぎて、このモデルが一度に読める長さを超えています。"
             )
+        adapter = persona.adapter if persona is not None else None
         return PreparedPrompt(
-            built.token_ids, model.prompt_format.stop_strings, params, built.turns_used
+            built.token_ids,
+            fmt.stop_strings,
+            params,
+            built.turns_used,
+            adapter=persona.name if adapter is not None and persona is not None else None,
+            adapter_dir=adapter,
+            adapter_bases=persona.base_models if persona is not None else (),
         )
 
     return build

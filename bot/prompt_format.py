@@ -121,12 +121,37 @@ class PromptFormat:
         return self.newline.join(parts)
 
 
+class InstructFormat(PromptFormat):
+    """The `### 指示:<NL>{input}<NL><NL>### 回答:<NL>` template of public rinna LoRA recipes.
+    `{input}` is the user's text for a single message, else the rinna-style transcript."""
+
+    @property
+    def reply_marker(self) -> str:
+        return "### 回答:<NL>"
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        return ("<NL>###", "\n###", *RINNA.stop_strings)
+
+    def render(self, turns: Sequence[Turn], preamble: str = "") -> str:
+        if len(turns) == 1 and turns[0].role == "user":
+            body = self._text(turns[0].text)
+        else:
+            body = self.newline.join(self.render_turns(turns))
+        head = f"{self._text(preamble)}<NL><NL>" if preamble.strip() else ""
+        return f"{head}### 指示:<NL>{body}<NL><NL>{self.reply_marker}"
+
+
 RINNA = PromptFormat("rinna", "<NL>", "rinna instruction: ユーザー: …<NL>システム: …")
 LINE = PromptFormat("line", "\n", "LINE instruction: ユーザー: …\\nシステム: …")
 PLAIN = PromptFormat("plain", "\n", "plain continuation of a transcript, for base models")
 PLAIN_NL = PromptFormat("plain", "<NL>", "plain continuation written with <NL> newlines")
 
+INSTRUCT = InstructFormat("instruct", "<NL>", "### 指示: / ### 回答: (public rinna LoRA recipes)")
+
 FORMATS: dict[str, PromptFormat] = {"rinna": RINNA, "line": LINE, "plain": PLAIN}
+# Formats a persona (with its adapter) may ask for, beyond the model's own.
+PERSONA_FORMATS: dict[str, PromptFormat] = {**FORMATS, "instruct": INSTRUCT}
 
 
 def detect_format(model_name: str, has_nl_piece: bool) -> PromptFormat:

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(4000, ge=1)
     user_rate_limit_per_minute: int = Field(10, ge=0)  # 0 turns the limit off
     default_persona: str = ""
+    persona_dir: Path = Path("./data/personas")  # your own persona files (and trained adapters)
+    max_cached_adapters: int = Field(4, ge=1)  # LoRA adapters kept loaded at once
     bot_name: str = "ボット"
 
     # Console

@@ -3,18 +3,23 @@
 transformers 5 builds a tokenizers-backed `T5Tokenizer` for rinna/LINE-style sentencepiece
 models that adds a leading `▁`, collapses spaces, drops `\\n`, has no byte fallback and appends
 `</s>` (see README "Tokenizers"). So a model folder with a sentencepiece `.model` file is encoded
-by `sentencepiece` itself; other models (BPE `tokenizer.json`) go through `AutoTokenizer`.
+by `sentencepiece` itself; other models (BPE `tokenizer.json`) go through `AutoTokenizer`, with
+the `tokenizer.json` pipeline used exactly as shipped.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Protocol
 
 import sentencepiece as spm
 
 SENTENCEPIECE_FILES = ("spiece.model", "tokenizer.model", "sentencepiece.model")
+# Markup such as `<NL>` or `[MASK]`: kept as written when lower-casing, if it is one piece.
+_MARKUP = re.compile(r"<[^<>\s]{1,20}>|\[[^\[\]\s]{1,20}\]")
+_BYTE_TOKEN = re.compile(r"<\|byte(\d{1,3})\|>")
 
 
 class Tokenizer(Protocol):
@@ -32,9 +37,19 @@ class Tokenizer(Protocol):
 
 
 class SentencePieceTokenizer:
-    def __init__(self, model_file: Path, special_ids: dict[str, int | None] | None = None) -> None:
+    """`lower_case`: the model was trained on lower-cased text (rinna's GPT-2 models say
+    `do_lower_case` in tokenizer_config.json; their vocabulary has no upper-case pieces)."""
+
+    def __init__(
+        self,
+        model_file: Path,
+        special_ids: dict[str, int | None] | None = None,
+        *,
+        lower_case: bool = False,
+    ) -> None:
         self.model_file = Path(model_file)
         self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
+        self.lower_case = lower_case
         special = special_ids or {}
 
         def pick(name: str, own: int) -> int | None:
@@ -48,13 +63,26 @@ class SentencePieceTokenizer:
         self.pad_id = pick("pad", self.sp.pad_id())
 
     def encode(self, text: str) -> list[int]:
-        return self.sp.encode(text)
+        return self.sp.encode(self._lower(text) if self.lower_case else text)
+
+    def _lower(self, text: str) -> str:
+        """Lower-case all but markup the model has as one piece (`<NL>`, `[MASK]`), as the slow
+        tokenizers of transformers 4 did with `do_lower_case` (special tokens kept as written)."""
+        parts, start = [], 0
+        for match in _MARKUP.finditer(text):
+            piece = match.group(0)
+            parts.append(text[start : match.start()].lower())
+            parts.append(piece if self.has_piece(piece) else piece.lower())
+            start = match.end()
+        parts.append(text[start:].lower())
+        return "".join(parts)
 
     def decode(self, ids: list[int]) -> str:
         # Models often have more embedding rows than the tokenizer has pieces (padded vocab);
         # an id past the tokenizer's end has no text.
-        size = self.sp.vocab_size()
-        return self.sp.decode([i for i in ids if 0 <= i < size])
+        # `<unk>` would read " ⁇ "; models without byte fallback (rinna's GPT-2) can generate it.
+        size, unk = self.sp.vocab_size(), self.sp.unk_id()
+        return self.sp.decode([i for i in ids if 0 <= i < size and i != unk])
 
     def has_piece(self, piece: str) -> bool:
         piece_id = self.sp.piece_to_id(piece)
@@ -62,12 +90,25 @@ class SentencePieceTokenizer:
 
 
 class HFTokenizer:
-    """A `tokenizer.json` (BPE) tokenizer through transformers, for models such as open-calm."""
+    """A tokenizer through transformers: a BPE `tokenizer.json` (open-calm, GPT-Neo) or abeja's
+    GPTNeoXJapanese vocabulary (`vocab.txt` + `emoji.json`)."""
 
     def __init__(self, folder: Path) -> None:
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
         self.hf = AutoTokenizer.from_pretrained(str(folder))
+        if (Path(folder) / "tokenizer.json").exists() and type(
+            self.hf
+        ) is not PreTrainedTokenizerFast:
+            # transformers 5's GPT2Tokenizer and GPTNeoXTokenizer keep only the vocabulary and
+            # merges of tokenizer.json and rebuild normalizer and pre-tokenizer from class
+            # defaults, so a file with NFKC or a prefix space (what GPT-Neo's tokenizer trainer
+            # writes) would encode unlike training. Use the file as shipped, same special tokens.
+            special = {k: v for k, v in self.hf.special_tokens_map.items() if isinstance(v, str)}
+            self.hf = PreTrainedTokenizerFast.from_pretrained(str(folder), **special)
+        # GPTNeoXJapaneseTokenizer decodes each <|byteN|> token on its own, which turns every
+        # character spelt in bytes into U+FFFD; runs of byte tokens are joined here instead.
+        self._subword = getattr(self.hf, "subword_tokenizer", None)
         self.eos_id = self.hf.eos_token_id
         self.bos_id = self.hf.bos_token_id
         self.pad_id = self.hf.pad_token_id if self.hf.pad_token_id is not None else self.eos_id
@@ -76,7 +117,24 @@ class HFTokenizer:
         return self.hf.encode(text, add_special_tokens=False)
 
     def decode(self, ids: list[int]) -> str:
-        return self.hf.decode(ids, skip_special_tokens=False)
+        if self._subword is None:
+            return self.hf.decode(ids, skip_special_tokens=False)
+        parts: list[str] = []
+        pending = bytearray()
+        for token_id in ids:
+            token = self._subword.ids_to_tokens.get(token_id, [""])[0]
+            byte = _BYTE_TOKEN.fullmatch(token)
+            if byte:
+                pending.append(int(byte.group(1)))
+                continue
+            if pending:
+                parts.append(pending.decode("utf-8", errors="replace"))
+                pending.clear()
+            if token:  # <BR> becomes "\n", <SP> " ", emoji tags their emoji
+                parts.append(self._subword.convert_id_to_token(token_id))
+        if pending:
+            parts.append(pending.decode("utf-8", errors="replace"))
+        return "".join(parts)
 
     def has_piece(self, piece: str) -> bool:
         return piece in self.hf.get_vocab()
@@ -94,11 +152,22 @@ def _special_ids_from_config(folder: Path) -> dict[str, int | None]:
     return {"eos": eos, "bos": config.get("bos_token_id"), "pad": config.get("pad_token_id")}
 
 
+def _lower_case(folder: Path) -> bool:
+    """rinna's GPT-2 models were trained on lower-cased text and say so with `do_lower_case` in
+    tokenizer_config.json (transformers' T5Tokenizer ignores it; their cards set it by hand)."""
+    config_file = folder / "tokenizer_config.json"
+    if not config_file.exists():
+        return False
+    return json.loads(config_file.read_text(encoding="utf-8")).get("do_lower_case") is True
+
+
 def load_tokenizer(folder: Path) -> Tokenizer:
     folder = Path(folder)
     for name in SENTENCEPIECE_FILES:
         if (folder / name).exists():
-            return SentencePieceTokenizer(folder / name, _special_ids_from_config(folder))
+            return SentencePieceTokenizer(
+                folder / name, _special_ids_from_config(folder), lower_case=_lower_case(folder)
+            )
     return HFTokenizer(folder)
 
 

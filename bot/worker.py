@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from bot.batch_generation import generate_batch
 from bot.errors import GenerationFailed, ModelLoadError, UserFacingError
+from bot.lora import AdapterCache
 from bot.model_loader import LoadedModel
 from bot.worker_types import GenerationHandle, GenerationResult, PreparedPrompt, PromptBuilder
 
@@ -82,6 +83,7 @@ class ModelWorker:
         max_batch_size: int = 8,
         max_queue: int = 64,
         idle_unload_s: float = 0,
+        max_adapters: int = 4,
     ) -> None:
         self._loader = loader
         self.max_batch_size = max(1, max_batch_size)
@@ -97,6 +99,8 @@ class ModelWorker:
         self.tokens_generated = 0
         self._recent: deque[tuple[float, int, float]] = deque(maxlen=256)
         self._last_active = time.monotonic()
+        self.adapters = AdapterCache(max_adapters)
+        self._pinned: frozenset[str] = frozenset()  # adapters of the batch being assembled
 
     @property
     def queue_depth(self) -> int:
@@ -208,7 +212,17 @@ class ModelWorker:
             if job.handle.cancel_event.is_set():
                 job.handle.finish(_cancelled(model, job))
                 return False
-            job.prepared = job.builder(model)
+            prepared = job.builder(model)
+            if prepared.adapter and prepared.adapter_dir is not None:
+                self.adapters.ensure(
+                    model,
+                    prepared.adapter,
+                    prepared.adapter_dir,
+                    prepared.adapter_bases,
+                    self._pinned,
+                )
+                self._pinned |= {prepared.adapter}
+            job.prepared = prepared
             return True
         except UserFacingError as exc:
             job.handle.finish(None, exc)
@@ -230,6 +244,7 @@ class ModelWorker:
         """The oldest request plus later ones with the same sampling settings, in arrival order,
         never reaching past a model swap or other call queued in between."""
         self._dequeued()
+        self._pinned = frozenset()
         if not self._prepare(first):
             return []
         assert first.prepared is not None

@@ -7,6 +7,7 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bot.model_loader import LoadedModel
@@ -21,6 +22,9 @@ class PreparedPrompt:
     stop_strings: tuple[str, ...]
     params: SamplingParams
     turns_used: int = 0
+    adapter: str | None = None  # a persona's LoRA adapter name, None for the base model
+    adapter_dir: Path | None = None
+    adapter_bases: tuple[str, ...] = ()  # base models the persona file says it fits
 
 
 PromptBuilder = Callable[[LoadedModel], PreparedPrompt]

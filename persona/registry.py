@@ -28,13 +28,15 @@ class Persona:
     prompt_format: str | None = None
     base_models: tuple[str, ...] = ()
     sampling: dict[str, Any] = field(default_factory=dict)
+    adapter: Path | None = None  # a peft LoRA adapter folder, trained for `base_models`
 
     def fits(self, format_name: str) -> bool:
         """A prompt-only persona fits any model that reads its prompt format."""
         return self.prompt_format in (None, format_name)
 
 
-def parse_persona(data: dict[str, Any], source: str) -> Persona:
+def parse_persona(data: dict[str, Any], source: str, folder: Path | None = None) -> Persona:
+    """A Persona from a TOML file's contents; a relative `adapter` is relative to `folder`."""
     try:
         name = str(data["name"]).strip()
     except KeyError:
@@ -49,7 +51,17 @@ def parse_persona(data: dict[str, Any], source: str) -> Persona:
         prompt_format=data.get("prompt_format"),
         base_models=tuple(data.get("base_models", ())),
         sampling=validate_overrides(data.get("sampling", {})),
+        adapter=_adapter_path(data.get("adapter"), folder),
     )
+
+
+def _adapter_path(value: Any, folder: Path | None) -> Path | None:
+    if not value:
+        return None
+    path = Path(str(value)).expanduser()
+    if not path.is_absolute() and folder is not None:
+        path = folder / path
+    return path
 
 
 class PersonaRegistry:
@@ -60,19 +72,19 @@ class PersonaRegistry:
     def load(cls, extra_dir: Path | None = None) -> PersonaRegistry:
         personas: list[Persona] = []
         builtin = resources.files("persona").joinpath("personas")
-        sources = [
-            (str(f), f.read_text(encoding="utf-8"))
+        sources: list[tuple[str, str, Path | None]] = [
+            (str(f), f.read_text(encoding="utf-8"), None)
             for f in builtin.iterdir()
             if f.name.endswith(".toml")
         ]
         if extra_dir is not None and Path(extra_dir).is_dir():
             sources += [
-                (str(f), f.read_text(encoding="utf-8"))
+                (str(f), f.read_text(encoding="utf-8"), f.parent)
                 for f in sorted(Path(extra_dir).glob("*.toml"))
             ]
-        for source, text in sources:
+        for source, text, folder in sources:
             try:
-                personas.append(parse_persona(tomllib.loads(text), source))
+                personas.append(parse_persona(tomllib.loads(text), source, folder))
             except (ValueError, tomllib.TOMLDecodeError) as exc:
                 log.warning("skipped persona file %s: %s", source, exc)
         return cls(personas)
