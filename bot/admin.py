@@ -103,12 +103,12 @@ class AdminService:
             return "生成を止めました。"
         return "このチャンネルで生成中の返事はありません。"
 
-    def list_personas(self) -> str:
+    def list_personas(self, command: str = "/persona") -> str:
         lines = ["使えるペルソナ:"]
         for name in self.personas.names():
             persona = self.personas.get(name)
             lines.append(f"・{name}（{persona.display_name}）— {persona.description}")
-        lines.append("切り替え: /persona <名前>、解除: /persona none")
+        lines.append(f"切り替え: {command} <名前>、解除: {command} none")
         return "\n".join(lines)
 
     async def set_persona(self, key: ConversationKey, name: str) -> str:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 
-from bot.errors import ModelLoadError
+from bot.errors import ConfigError, ModelLoadError
 from bot.logs import configure_logging
 from bot.settings import Settings
 
@@ -108,10 +108,17 @@ async def _platforms(settings: Settings) -> int:
             module = importlib.import_module(f"adapters.{platform}_adapter")
             servers.append(asyncio.create_task(module.serve(app), name=platform))
         log.info("serving %s", ", ".join(settings.configured_platforms()))
-        done, pending = await asyncio.wait(servers, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
+        try:
+            done, _ = await asyncio.wait(servers, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in servers:
+                task.cancel()
+            # Let adapters disconnect before the worker and database close.
+            await asyncio.gather(*servers, return_exceptions=True)
         for task in done:
+            if not task.cancelled() and isinstance(task.exception(), ConfigError):
+                print(f"error: {task.exception()}", file=sys.stderr)
+                return 2
             task.result()
         return 0
     finally:

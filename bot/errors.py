@@ -30,3 +30,7 @@ class GenerationFailed(UserFacingError):
 
 class NotPermitted(UserFacingError):
     """A non-admin asked for an admin-only command."""
+
+
+class ConfigError(RuntimeError):
+    """The environment is missing or contradicts a setting; the message says which."""

@@ -1,0 +1,20 @@
+"""Entry point for `python -m bot run`: serve Slack until cancelled (see docs/SLACK.md)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from adapters.slack.adapter import SlackAdapter
+from bot.bootstrap import App
+
+__all__ = ["serve"]
+
+
+async def serve(app: App) -> None:
+    """Connect in the mode SLACK_MODE names and answer until the task is cancelled."""
+    adapter = SlackAdapter(app)
+    try:
+        await adapter.start()
+        await asyncio.Event().wait()
+    finally:
+        await adapter.close()
