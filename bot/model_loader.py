@@ -202,6 +202,8 @@ def load_model(spec: str, options: LoadOptions) -> LoadedModel:
             f"モデル「{spec}」を読み込めませんでした: {type(exc).__name__}: {str(exc)[:200]}",
             detail=str(exc),
         ) from exc
+    if entry is not None and entry.lower_case and hasattr(tokenizer, "lower_case"):
+        tokenizer.lower_case = True  # the card lower-cases by hand; configs may not say so
     if quantization is None:
         model.to(device)
     model.eval()

@@ -9,7 +9,9 @@ from bot.prompt_format import clean_control_chars
 
 FALLBACK_REPLY = "（うまく返事ができませんでした。言い方を変えてもう一度送ってください。）"
 
-_SPECIAL_TOKENS = re.compile(r"</s>|<s>|<pad>|<unk>|<\|endoftext\|>|<mask>", re.I)
+_SPECIAL_TOKENS = re.compile(
+    r"</s>|<s>|<pad>|<unk>|<mask>|<\|[a-z_]+\|>|\[(?:PAD|CLS|SEP|MASK|UNK)\]", re.I
+)
 _NEWLINE_TOKENS = re.compile(r"<NL>|<BR>", re.I)
 # Once the reply's own label is gone, a role label anywhere else starts an invented turn.
 _BARE_LABELS = ("ユーザー:", "ユーザー：", "システム:", "システム：")

@@ -23,6 +23,7 @@ class ModelEntry:
     sampling: SamplingParams
     special_ids: dict[str, int] = field(default_factory=dict)
     notes: str = ""
+    lower_case: bool = False  # trained on lower-cased text (its vocabulary has no capitals)
 
     def memory_gib(self, precision: str) -> float:
         """Weights alone, plus ~20 % for activations and a short KV cache."""
@@ -209,7 +210,7 @@ def format_catalogue() -> str:
         f"{'rinna':<6} {'<0.01':>7} {'-':>7} {'-':>7} {'-':>7}"
     )
     for e in CATALOGUE:
-        memory = [f"{e.memory_gib(p):.1f}G" for p in ("fp32", "fp16", "8bit", "4bit")]
+        memory = [_gib(e.memory_gib(p)) for p in ("fp32", "fp16", "8bit", "4bit")]
         size = f"{e.parameters_b:.1f}B" if e.parameters_b >= 0.1 else f"{e.parameters_b * 1e3:.0f}M"
         lines.append(
             f"{e.name:<20} {e.hub_id:<56} {size:>7} {e.prompt_format:<6} "
@@ -221,3 +222,7 @@ def format_catalogue() -> str:
         "Any other hub id or local folder also works (PROMPT_FORMAT=auto|rinna|line|plain)."
     )
     return "\n".join(lines)
+
+
+def _gib(value: float) -> str:
+    return f"{value:.1f}G" if value >= 0.1 else f"{value * 1024:.0f}M"

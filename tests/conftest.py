@@ -53,7 +53,7 @@ async def make_app(
     ) -> App:
         settings = make_settings(**overrides)
         if replies is None:
-            loader = demo_loader(model_cache)
+            loader = demo_loader(model_cache, settings.prompt_format)
         else:
             loader, _ = scripted_loader(model_cache, replies, **(script_kwargs or {}))
         app = bootstrap(settings, loader=loader)

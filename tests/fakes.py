@@ -80,9 +80,11 @@ class ScriptedModel:
         return iter(())
 
 
-def demo_loader(cache_dir: Any) -> Callable[[str], LoadedModel]:
+def demo_loader(cache_dir: Any, prompt_format: str = "auto") -> Callable[[str], LoadedModel]:
     """The real loader, fixed to CPU/fp32 and a test cache folder."""
-    options = LoadOptions(device="cpu", dtype="fp32", cache_dir=cache_dir)
+    options = LoadOptions(
+        device="cpu", dtype="fp32", cache_dir=cache_dir, prompt_format=prompt_format
+    )
     return lambda spec: load_model(spec, options)
 
 
@@ -91,7 +93,7 @@ def scripted_loader(
 ) -> tuple[Callable[[str], LoadedModel], ScriptedModel | None]:
     """A loader giving the demo model's real tokenizer and format with a scripted model.
     Returns the loader and, once loaded, `loader.model` is the ScriptedModel."""
-    real = demo_loader(cache_dir)
+    real = demo_loader(cache_dir, kwargs.pop("prompt_format", "auto"))
     holder: dict[str, ScriptedModel] = {}
 
     def load(spec: str) -> LoadedModel:
