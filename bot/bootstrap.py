@@ -115,6 +115,7 @@ def bootstrap(
         generation_timeout_s=settings.generation_timeout_s,
         base_overrides=tuple((k, v) for k, v in overrides.items() if v is not None),
         default_persona=settings.default_persona,
+        stream_update_interval_s=settings.stream_update_interval_s,
     )
     manager = ConversationManager(
         repository=repository,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,7 @@ class ManagerLimits:
     generation_timeout_s: float = 120.0
     base_overrides: tuple[tuple[str, Any], ...] = ()  # from the environment
     default_persona: str = ""
+    stream_update_interval_s: float = 0.2
 
 
 class ConversationManager:
@@ -130,9 +132,15 @@ class ConversationManager:
         try:
             if handle.position >= self.worker.max_batch_size:
                 await sink.update(f"（順番待ちです。前に {handle.position} 件あります）")
+            stops, last_update = self._stops(persona), 0.0
             async for delta in handle.deltas():
                 raw += delta
-                partial = clean_partial(raw, self._stops(persona))
+                # Cleaning is linear in the text so far: do it at a steady pace, not per token.
+                now = time.monotonic()
+                if now - last_update < self.limits.stream_update_interval_s:
+                    continue
+                last_update = now
+                partial = clean_partial(raw, stops)
                 if partial:
                     await sink.update(partial)
             result = await handle.result()

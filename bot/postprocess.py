@@ -58,7 +58,15 @@ def collapse_repetition(text: str) -> str:
                 del out[-period:]
                 break
     text = "".join(out)
-    return _RUN_OF_UNIT.sub(r"\1", text)
+    return _RUN_OF_UNIT.sub(_collapse_unit, text)
+
+
+def _collapse_unit(match: re.Match[str]) -> str:
+    unit = match.group(1)
+    # Numbers ("1000000", user ids) and one repeated character ("ははは", "ーーー") are not loops.
+    if len(set(unit)) == 1 or all(c.isdigit() or not c.isalnum() for c in unit):
+        return match.group(0)
+    return unit
 
 
 def _same(a: list[str], b: list[str]) -> bool:

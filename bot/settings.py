@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     max_queue: int = Field(64, ge=1)  # waiting requests before "busy" answers
     idle_unload_minutes: float = Field(0, ge=0)  # free the model after this idle time; 0 = never
 
+    # How often a streamed reply is re-cleaned and handed to the platform (seconds).
+    stream_update_interval_s: float = Field(0.2, ge=0)
+
     # Generation
     max_new_tokens: int = Field(128, ge=1, le=2048)
     generation_timeout_s: float = Field(120.0, gt=0)

@@ -33,6 +33,7 @@ def make_settings(tmp_path: Path, model_cache: Path) -> Callable[..., Settings]:
             "device": "cpu",
             "dtype": "fp32",
             "user_rate_limit_per_minute": 0,
+            "stream_update_interval_s": 0,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

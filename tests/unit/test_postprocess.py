@@ -84,6 +84,10 @@ def test_partial_text_hides_a_half_written_marker(partial, expected):
         ("違う。文。です。", "違う。文。です。"),
         ("ははは、面白い。", "ははは、面白い。"),  # short laughter survives
         ("草草草草草草", "草草草草草草"),  # single characters are not units
+        ("はははははははは", "はははははははは"),
+        ("1500000000000000001 と 121212121212", "1500000000000000001 と 121212121212"),
+        ("<@1500000000000000001>さん", "<@1500000000000000001>さん"),
+        ("すごいすごいすごいすごいすごい", "すごい"),
     ],
 )
 def test_collapse_repetition(text, expected):

@@ -1,0 +1,12 @@
+"""The Discord adapter, one module per step:
+
+- `translate`: which messages to answer, their conversation key and cleaned text
+- `access`: allow-lists and who is an admin
+- `sink`: typing, streamed edits and split messages for one reply
+- `split`: cutting a long reply into messages
+- `commands`: the `/chat` slash commands
+- `chat_channels`: the channels where every message is answered
+- `client`: the `discord.Client` that ties them together
+
+`adapters.discord_adapter.serve(app)` is the entry point.
+"""
