@@ -79,6 +79,7 @@ class Run:
     wall_s: float
     latencies_s: list[float]
     lags_ms: list[float]
+    batches: list[int]
 
     @property
     def tokens_per_s(self) -> float:
@@ -140,6 +141,7 @@ async def _run(model: Path, channels: int, batched: bool, new_tokens: int) -> Ru
             stop = asyncio.Event()
             monitor = asyncio.create_task(_lag_monitor(stop, lags))
             before = app.worker.tokens_generated
+            app.worker.batch_sizes.clear()
             started = time.perf_counter()
             await asyncio.gather(*(one(i) for i in range(channels)))
             wall = time.perf_counter() - started
@@ -148,49 +150,51 @@ async def _run(model: Path, channels: int, batched: bool, new_tokens: int) -> Ru
             tokens = app.worker.tokens_generated - before
         finally:
             await app.close()
-    return Run(channels, batched, tokens, wall, latencies, lags)
+    return Run(channels, batched, tokens, wall, latencies, lags, list(app.worker.batch_sizes))
 
 
-async def _overhead(model_dir: Path, new_tokens: int, repeats: int = 3) -> tuple[float, float]:
-    """Median seconds for one reply through the bot vs bare generate of the same tokens."""
+async def _overhead(model_dir: Path, new_tokens: int, repeats: int = 5) -> tuple[float, float]:
+    """Median seconds for one reply through the bot vs bare `generate` of the same tokens.
+
+    Both run on the worker thread with the same loaded model, interleaved, so machine noise
+    (this is a shared 2-core VM) hits both alike."""
     import torch
-
-    from bot.model_loader import LoadOptions, load_model
 
     bot_times, bare_times = [], []
     with tempfile.TemporaryDirectory() as workdir:
         app = bootstrap(_settings(model_dir, Path(workdir), 1, new_tokens))
         loaded = await app.start()
+        prompt = loaded.prompt_format.render([Turn("user", MESSAGE, "u")])
+        ids = torch.tensor([loaded.tokenizer.encode(prompt)])
+
+        def bare(tokens: int) -> float:
+            started = time.perf_counter()
+            with torch.inference_mode():
+                loaded.model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    do_sample=False,
+                    max_new_tokens=tokens,
+                    min_new_tokens=tokens,
+                    pad_token_id=0,
+                    eos_token_id=loaded.tokenizer.eos_id,
+                )
+            return time.perf_counter() - started
+
         try:
             for i in range(repeats + 1):
                 message = IncomingMessage(ConversationKey("bench", "w", f"o{i}"), "u", "u", MESSAGE)
                 before = app.worker.tokens_generated
                 started = time.perf_counter()
                 await app.manager.handle(message, NullSink())
-                if i:  # the first is a warm-up
-                    bot_times.append(time.perf_counter() - started)
+                took = time.perf_counter() - started
                 tokens = app.worker.tokens_generated - before
+                bare_took = await app.worker.call(lambda tokens=tokens: bare(tokens))
+                if i:  # the first round is a warm-up
+                    bot_times.append(took)
+                    bare_times.append(bare_took)
         finally:
             await app.close()
-    loaded = load_model(
-        str(model_dir), LoadOptions(device="cpu", dtype="fp32", cache_dir=model_dir.parent)
-    )
-    prompt = loaded.prompt_format.render([Turn("user", MESSAGE, "u")])
-    ids = torch.tensor([loaded.tokenizer.encode(prompt)])
-    for i in range(repeats + 1):
-        started = time.perf_counter()
-        with torch.inference_mode():
-            loaded.model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                do_sample=False,
-                max_new_tokens=tokens,
-                min_new_tokens=tokens,
-                pad_token_id=0,
-                eos_token_id=loaded.tokenizer.eos_id,
-            )
-        if i:
-            bare_times.append(time.perf_counter() - started)
     return statistics.median(bot_times), statistics.median(bare_times)
 
 

@@ -91,6 +91,7 @@ def bootstrap(
         max_queue=settings.max_queue,
         idle_unload_s=settings.idle_unload_minutes * 60,
         max_adapters=settings.max_cached_adapters,
+        batch_window_s=settings.batch_window_ms / 1000,
     )
     personas = personas or PersonaRegistry.load(settings.persona_dir)
     locks, in_flight = KeyedLocks(), InFlight()

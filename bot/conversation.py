@@ -104,29 +104,29 @@ class ConversationManager:
     async def _chat(self, message: IncomingMessage, text: str, sink: ReplySink) -> None:
         self._validate(text)
         key = message.key
-        conversation_id = await self.db(self.repository.active_conversation, key)
-        channel = await self.db(self.repository.channel_settings, key)
-        persona = self.personas.get(channel.persona) if channel.persona else None
-        if persona is None and self.limits.default_persona:
-            persona = self.personas.get(self.limits.default_persona)
-        preamble = persona.preamble if persona else ""
-        overrides = {**dict(self.limits.base_overrides), **(persona.sampling if persona else {})}
-        overrides.update(channel.sampling)
+        with self.worker.arriving() as submit:
+            channel = await self.db(self.repository.channel_settings, key)
+            persona = self.personas.get(channel.persona) if channel.persona else None
+            if persona is None and self.limits.default_persona:
+                persona = self.personas.get(self.limits.default_persona)
+            preamble = persona.preamble if persona else ""
+            overrides = {
+                **dict(self.limits.base_overrides),
+                **(persona.sampling if persona else {}),
+            }
+            overrides.update(channel.sampling)
 
-        self._check_fits(text, message.author_name, preamble, overrides, persona)
-        await self.db(
-            self.repository.add_message,
-            conversation_id,
-            role="user",
-            author_id=message.author_id,
-            author_name=message.author_name,
-            text=text,
-        )
-        history = await self.db(
-            self.repository.recent_messages, conversation_id, HISTORY_FETCH_LIMIT
-        )
-        builder = _prompt_builder(history, preamble, overrides, persona)
-        handle = self.worker.submit(builder, timeout_s=self.limits.generation_timeout_s)
+            self._check_fits(text, message.author_name, preamble, overrides, persona)
+            conversation_id, history = await self.db(
+                self.repository.add_user_message,
+                key,
+                author_id=message.author_id,
+                author_name=message.author_name,
+                text=text,
+                history_limit=HISTORY_FETCH_LIMIT,
+            )
+            builder = _prompt_builder(history, preamble, overrides, persona)
+            handle = submit(builder, timeout_s=self.limits.generation_timeout_s)
         self._in_flight.add(key, handle)
         raw = ""
         try:

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -84,20 +84,24 @@ class ModelWorker:
         max_queue: int = 64,
         idle_unload_s: float = 0,
         max_adapters: int = 4,
+        batch_window_s: float = 0.0,
     ) -> None:
         self._loader = loader
         self.max_batch_size = max(1, max_batch_size)
         self.max_queue = max_queue
         self.idle_unload_s = idle_unload_s
+        self.batch_window_s = batch_window_s
         self._jobs: queue.Queue[_Job] = queue.Queue()
         self._backlog: deque[_Job] = deque()  # touched only by the worker thread
         self._waiting = 0
+        self._arriving = 0  # requests announced but not yet submitted
         self._waiting_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.current: LoadedModel | None = None
         self.unloaded_spec: str | None = None  # set while the model is unloaded for idleness
         self.tokens_generated = 0
         self._recent: deque[tuple[float, int, float]] = deque(maxlen=256)
+        self.batch_sizes: deque[int] = deque(maxlen=256)  # recent batches, for /status and bench
         self._last_active = time.monotonic()
         self.adapters = AdapterCache(max_adapters)
         self._pinned: frozenset[str] = frozenset()  # adapters of the batch being assembled
@@ -172,10 +176,48 @@ class ModelWorker:
             if isinstance(job, _Call):
                 self._run_call(job)
                 continue
+            self._gather(job)
             batch = self._take_batch(job)
             if batch:
                 self._run_batch(batch)
             self._last_active = time.monotonic()
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[Callable[..., GenerationHandle]]:
+        """Announce a request that is being prepared (history read, message stored) and yield
+        the function that submits it. While requests are arriving, the worker holds a batch
+        it is about to start for them (up to `batch_window_s`), so a burst of channels shares
+        one batch; a lone request never waits."""
+        with self._waiting_lock:
+            self._arriving += 1
+        announced = True
+
+        def submit(builder: PromptBuilder, *, timeout_s: float) -> GenerationHandle:
+            nonlocal announced
+            handle = self.submit(builder, timeout_s=timeout_s)
+            with self._waiting_lock:
+                self._arriving -= 1
+            announced = False
+            return handle
+
+        try:
+            yield submit
+        finally:
+            if announced:
+                with self._waiting_lock:
+                    self._arriving -= 1
+
+    def _gather(self, first: _Generate) -> None:
+        """Before starting a batch, wait for requests still being prepared (see `arriving`)."""
+        deadline = time.monotonic() + self.batch_window_s
+        while sum(isinstance(j, _Generate) for j in self._backlog) + 1 < self.max_batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (self._arriving == 0 and self._jobs.empty()):
+                return
+            try:
+                self._backlog.append(self._jobs.get(timeout=min(remaining, 0.005)))
+            except queue.Empty:
+                continue
 
     def _fill_backlog(self) -> None:
         """Move newly queued jobs into the backlog, waiting for one if there is none."""
@@ -279,6 +321,7 @@ class ModelWorker:
         except Exception as exc:
             self._batch_failed(batch, exc)
             return
+        self.batch_sizes.append(len(batch))
         new_tokens = sum(r.new_tokens for r in results)
         self.tokens_generated += new_tokens
         self._recent.append((time.monotonic(), new_tokens, time.monotonic() - started))

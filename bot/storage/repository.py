@@ -96,16 +96,45 @@ class Repository:
             session.flush()
             return _stored(message)
 
+    def add_user_message(
+        self,
+        key: ConversationKey,
+        *,
+        author_id: str,
+        author_name: str,
+        text: str,
+        history_limit: int = 200,
+    ) -> tuple[int, list[StoredMessage]]:
+        """Store a message in the key's active conversation and return that conversation's id
+        and newest `history_limit` messages (this one last), in one transaction."""
+        with self._sessions.begin() as session:
+            conversation = self._active(session, key)
+            session.add(
+                Message(
+                    conversation_id=conversation.id,
+                    role="user",
+                    author_id=author_id,
+                    author_name=author_name,
+                    text=text,
+                )
+            )
+            session.flush()
+            return conversation.id, self._recent(session, conversation.id, history_limit)
+
     def recent_messages(self, conversation_id: int, limit: int = 200) -> list[StoredMessage]:
         """The newest `limit` messages of a conversation, oldest first."""
         with self._sessions() as session:
-            rows = session.scalars(
-                select(Message)
-                .where(Message.conversation_id == conversation_id)
-                .order_by(Message.id.desc())
-                .limit(limit)
-            ).all()
-            return [_stored(m) for m in reversed(rows)]
+            return self._recent(session, conversation_id, limit)
+
+    @staticmethod
+    def _recent(session: Session, conversation_id: int, limit: int) -> list[StoredMessage]:
+        rows = session.scalars(
+            select(Message)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(Message.id.desc())
+            .limit(limit)
+        ).all()
+        return [_stored(m) for m in reversed(rows)]
 
     def count_messages(self, conversation_id: int) -> int:
         with self._sessions() as session:
