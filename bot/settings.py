@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(8, ge=1, le=256)  # requests generated together
     # The longest a starting batch waits for requests still being prepared (a burst of
     # channels); a lone request never waits.
-    batch_window_ms: float = Field(250, ge=0, le=2000)
+    batch_window_ms: float = Field(250, ge=0, le=60000)
     max_queue: int = Field(64, ge=1)  # waiting requests before "busy" answers
     idle_unload_minutes: float = Field(0, ge=0)  # free the model after this idle time; 0 = never
 

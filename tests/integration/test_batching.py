@@ -147,3 +147,18 @@ async def test_idle_unload_frees_the_model_and_the_next_message_reloads_it(make_
     assert app.worker.current is None and app.worker.unloaded_spec == "demo"
     sink = await asyncio.wait_for(ask(app, "まだいますか"), 30)
     assert sink.final and app.worker.current is not None
+
+
+async def test_a_burst_from_many_channels_shares_one_batch(make_app):
+    # No held worker: the first request reaches an idle worker while the others are still
+    # being stored; the worker holds the batch for them.
+    app = await make_app(replies=[f"返事{i}。" for i in range(6)], max_batch_size=8)
+    sinks = await asyncio.gather(*(ask(app, "やあ", channel=f"c{i}") for i in range(6)))
+    assert app.scripted.batch_sizes == [6]
+    assert sorted(s.final for s in sinks) == [f"返事{i}。" for i in range(6)]
+
+
+async def test_a_lone_request_does_not_wait_for_the_batch_window(make_app):
+    app = await make_app(replies=["すぐ答えます。"], batch_window_ms=60_000)
+    sink = await asyncio.wait_for(ask(app, "ひとりです"), 30)
+    assert sink.final == "すぐ答えます。"
