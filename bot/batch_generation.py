@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.lora import BASE
 from bot.model_loader import LoadedModel
+from bot.row_sampling import PerRowSampling, shared_generate_kwargs
+from bot.sampling import SamplingParams
 from bot.tokenizer import IncrementalDecoder
 from bot.worker_types import GenerationHandle, GenerationResult, PreparedPrompt
 
@@ -94,6 +96,25 @@ def _stopping_criteria(rows: Sequence[Row]) -> Any:
     return RowsDone()
 
 
+def _sampling_kwargs(params: Sequence[SamplingParams]) -> dict[str, Any]:
+    """transformers' own processors when every row samples alike; otherwise each row's own
+    settings through PerRowSampling (rows then only share no_repeat_ngram_size)."""
+    from transformers import LogitsProcessorList
+
+    first = params[0]
+    if all(_sampling_only(p) == _sampling_only(first) for p in params):
+        return first.generate_kwargs()
+    return {
+        **shared_generate_kwargs(),
+        "no_repeat_ngram_size": first.no_repeat_ngram_size,
+        "logits_processor": LogitsProcessorList([PerRowSampling(params)]),
+    }
+
+
+def _sampling_only(params: SamplingParams) -> SamplingParams:
+    return replace(params, max_new_tokens=0)
+
+
 def _is_peft(model: Any) -> bool:
     from peft import PeftModel
 
@@ -124,8 +145,7 @@ def generate_batch(
     for i, p in enumerate(prepared):
         input_ids[i, width - len(p.ids) :] = torch.tensor(p.ids, dtype=torch.long)
         attention[i, width - len(p.ids) :] = 1
-    params = prepared[0].params
-    kwargs = params.generate_kwargs()
+    kwargs = _sampling_kwargs([p.params for p in prepared])
     kwargs["max_new_tokens"] = max(p.params.max_new_tokens for p in prepared)
     if _is_peft(model.model):
         # Each row names its persona's adapter; without this a peft model would apply its

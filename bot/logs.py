@@ -19,4 +19,6 @@ def configure_logging(level: str) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
     # transformers 5 deprecation noise raised from inside peft; nothing for a user to do.
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+    )

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from bot.batch_generation import generate_batch
@@ -292,6 +292,8 @@ class ModelWorker:
         assert first.prepared is not None
         key = _sampling_key(first.prepared)
         batch = [first]
+        # FCFS: a request that cannot join (another no_repeat_ngram_size) keeps its place and
+        # leads a later batch.
         for job in list(self._backlog):
             if not isinstance(job, _Generate) or len(batch) >= self.max_batch_size:
                 break
@@ -363,8 +365,9 @@ class ModelWorker:
 
 
 def _sampling_key(prepared: PreparedPrompt) -> Any:
-    # Rows of one generate call share one GenerationConfig; token limits are kept per row.
-    return replace(prepared.params, max_new_tokens=0)
+    # Token limits, temperature, top-p/top-k and repetition penalty are applied per row
+    # (bot/row_sampling.py); rows must agree on the rest.
+    return prepared.params.no_repeat_ngram_size
 
 
 def _cancelled(model: LoadedModel, job: _Generate) -> GenerationResult:

@@ -72,7 +72,7 @@ async def test_rows_stream_and_stop_on_their_own(make_app):
         assert all(reply.startswith(update) for update in sink.updates)
 
 
-async def test_rows_with_different_sampling_are_grouped_first_come_first_served(make_app):
+async def test_rows_with_different_temperatures_share_a_batch(make_app):
     app = await make_app(replies=[f"返事{i}。" for i in range(4)])
     for channel, temperature in (("hot", "0.9"), ("cold", "0.3")):
         await ask(app, f"/set temperature {temperature}", channel=channel, admin=True)
@@ -84,10 +84,49 @@ async def test_rows_with_different_sampling_are_grouped_first_come_first_served(
     await wait_for_queue(app, 4)
     release.set()
     await blocker
+    sinks = await asyncio.gather(*tasks)
+    assert app.scripted.batch_sizes == [4]
+    [processor] = app.scripted.calls[0]["logits_processor"]
+    assert [p.temperature for p in processor.params] == [0.9, 0.3, 0.9, 0.3]
+    assert sorted(s.final for s in sinks) == [f"返事{i}。" for i in range(4)]
+
+
+async def test_rows_that_cannot_share_a_batch_are_grouped_first_come_first_served(make_app):
+    app = await make_app(replies=[f"返事{i}。" for i in range(4)])
+    await ask(app, "/set no_repeat_ngram_size 3", channel="strict", admin=True)
+    release, blocker = await hold_worker(app)
+    order = [("free", "a"), ("strict", "b"), ("free", "c"), ("strict", "d")]
+    tasks = [
+        asyncio.create_task(ask(app, text, channel=channel, thread=text)) for channel, text in order
+    ]
+    await wait_for_queue(app, 4)
+    release.set()
+    await blocker
     await asyncio.gather(*tasks)
     assert app.scripted.batch_sizes == [2, 2]
-    temperatures = [call["temperature"] for call in app.scripted.calls]
-    assert temperatures == [0.9, 0.9, 0.3, 0.3]  # the oldest request's group goes first
+    ngram = [call["no_repeat_ngram_size"] for call in app.scripted.calls]
+    assert ngram == [0, 0, 3, 3]  # the oldest request's group goes first
+
+
+async def test_a_greedy_row_in_a_mixed_batch_equals_its_reply_alone(make_app):
+    app = await make_app(max_new_tokens=24)
+    await ask(app, "/set temperature 0", channel="greedy-alone", admin=True)
+    await ask(app, "/set temperature 0", channel="greedy-batch", admin=True)
+    await ask(app, "/set temperature 1.2", channel="warm", admin=True)
+    await ask(app, "/set top_k 5", channel="warm", admin=True)
+    alone = (await ask(app, QUESTIONS[1], channel="greedy-alone")).final
+    release, blocker = await hold_worker(app)
+    tasks = [
+        asyncio.create_task(ask(app, QUESTIONS[1], channel="greedy-batch")),
+        asyncio.create_task(ask(app, QUESTIONS[2], channel="warm")),
+    ]
+    await wait_for_queue(app, 2)
+    release.set()
+    await blocker
+    greedy, warm = [(await t).final for t in tasks]
+    assert list(app.worker.batch_sizes)[-1] == 2
+    assert greedy == alone
+    assert warm
 
 
 async def test_batch_size_is_capped(make_app):
