@@ -123,7 +123,7 @@ class AdapterCache:
     def __init__(self, max_loaded: int = 4) -> None:
         self.max_loaded = max(1, max_loaded)
         self._loaded: OrderedDict[str, Path] = OrderedDict()
-        self._model_id: int | None = None
+        self._model: LoadedModel | None = None  # the model these adapters live in
 
     def ensure(
         self,
@@ -134,9 +134,9 @@ class AdapterCache:
         pinned: frozenset[str] = frozenset(),
     ) -> None:
         """Make adapter `name` available on `model`, loading (and evicting) as needed."""
-        if self._model_id != id(model):  # a new model: nothing is loaded in it yet
-            self._loaded.clear()
-            self._model_id = id(model)
+        if self._model is not model:  # a new model: nothing is loaded in it yet
+            self.reset()
+            self._model = model
         if name in self._loaded and self._loaded[name] == adapter_dir:
             self._loaded.move_to_end(name)
             return
@@ -176,6 +176,11 @@ class AdapterCache:
                     model.model.delete_adapter(name)
                 del self._loaded[name]
                 log.info("unloaded adapter %s (cache holds %d)", name, self.max_loaded)
+
+    def reset(self) -> None:
+        """Forget every adapter (the model they were loaded into is gone)."""
+        self._loaded.clear()
+        self._model = None
 
     @property
     def loaded(self) -> list[str]:

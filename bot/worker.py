@@ -145,6 +145,7 @@ class ModelWorker:
         def swap() -> LoadedModel:
             new = self._loader(spec)
             old, self.current = self.current, new
+            self.adapters.reset()
             self.unloaded_spec = None
             if old is not None:
                 _release(old)
@@ -239,6 +240,7 @@ class ModelWorker:
             log.info("unloading %s after %.0f s idle", self.current.name, idle)
             self.unloaded_spec = self.current.name
             old, self.current = self.current, None
+            self.adapters.reset()
             _release(old)
 
     def _dequeued(self) -> None:

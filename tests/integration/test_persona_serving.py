@@ -176,3 +176,16 @@ async def test_an_adapter_that_stopped_fitting_is_answered_clearly(make_app, per
     finally:
         shutil.move(str(moved), adapter)
     assert "見つかりません" in reply.final
+
+
+async def test_personas_keep_working_after_a_model_swap(make_app, persona_dir):
+    app = await persona_app(make_app, persona_dir)
+    await ask(app, "/persona alpha", channel="c", admin=True)
+    before = (await ask(app, QUESTIONS[0], channel="c", thread="1")).final
+    await ask(app, "/model demo", admin=True)  # a new model object, no adapters in it
+    after_swap = (await ask(app, QUESTIONS[0], channel="c", thread="2")).final
+    assert after_swap == before
+    assert app.worker.adapters.loaded == ["alpha"]
+    from peft import PeftModel
+
+    assert isinstance(app.worker.current.model, PeftModel)
