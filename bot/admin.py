@@ -63,8 +63,8 @@ class AdminService:
         return text[1:].split(maxsplit=1)[0].lower() in COMMANDS if len(text) > 1 else False
 
     async def run_text_command(self, message: IncomingMessage, text: str) -> str:
-        name, _, rest = text[1:].partition(" ")
-        name, argument = name.lower(), rest.strip()
+        parts = text[1:].split(maxsplit=1)  # any whitespace, the IME's full-width space too
+        name, argument = parts[0].lower(), (parts[1].strip() if len(parts) > 1 else "")
         key = message.key
         if name == "reset":
             return await self.reset(key)
@@ -83,7 +83,7 @@ class AdminService:
             if not argument:
                 return "使い方: /model <名前>（demo、Hugging Face の ID、またはフォルダのパス）"
             return await self.set_model(argument)
-        setting, _, value = argument.partition(" ")
+        setting, _, value = argument.replace("\u3000", " ").partition(" ")
         if setting == "clear":
             return await self.clear_sampling(key)
         return await self.set_sampling(key, setting, value.strip())
@@ -116,12 +116,20 @@ class AdminService:
             await self.db(self.repository.set_persona, key, None)
             return "ペルソナを解除しました。"
         persona = self.personas.get(name)
-        model = self.worker.current
-        if persona.adapter is not None and model is not None:
+        if persona.adapter is not None:
             adapter = persona.adapter
-            # On the worker thread: it reads the model's layers. Raises AdapterMismatch.
-            await self.worker.call(lambda: check_adapter(model, adapter, persona.base_models))
-        elif model is not None and not persona.fits(model.prompt_format.name):
+
+            def check() -> None:  # on the worker thread, against the model serving then
+                current = self.worker.current_or_reload()
+                check_adapter(current, adapter, persona.base_models)
+
+            await self.worker.call(check)  # raises AdapterMismatch with the reason
+        model = self.worker.current
+        if (
+            persona.adapter is None
+            and model is not None
+            and not persona.fits(model.prompt_format.name)
+        ):
             return (
                 f"ペルソナ「{name}」は {persona.prompt_format} 形式のモデル用です。"
                 f"今のモデル（{model.name}、{model.prompt_format.name} 形式）では使えません。"

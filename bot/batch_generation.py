@@ -147,6 +147,10 @@ def generate_batch(
         attention[i, width - len(p.ids) :] = 1
     kwargs = _sampling_kwargs([p.params for p in prepared])
     kwargs["max_new_tokens"] = max(p.params.max_new_tokens for p in prepared)
+    wanted = {p.adapter for p in prepared if p.adapter}
+    loaded = set(model.model.peft_config) if _is_peft(model.model) else set()
+    if wanted - loaded:  # never answer a persona's row with the wrong weights
+        raise RuntimeError(f"adapters not loaded: {sorted(wanted - loaded)}")
     if _is_peft(model.model):
         # Each row names its persona's adapter; without this a peft model would apply its
         # active adapter to every row.

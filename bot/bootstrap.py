@@ -43,6 +43,13 @@ class App:
         """Upgrade the database, start the worker and load the configured model.
         Raises ModelLoadError (with a message saying what to change) if the model cannot load."""
         await self.db(upgrade_database, self.engine)
+        default = self.settings.default_persona
+        if default and default not in self.personas.names():
+            log.warning(
+                "DEFAULT_PERSONA=%s is not a persona (%s); it is ignored",
+                default,
+                ", ".join(self.personas.names()),
+            )
         self.worker.start()
         chosen = await self.admin.startup_model()
         if chosen != self.settings.model:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.admin import AdminService
-from bot.errors import InvalidMessage, UserFacingError
+from bot.errors import InvalidMessage, UnknownName, UserFacingError
 from bot.locks import InFlight, KeyedLocks
 from bot.messages import ConversationKey, IncomingMessage, ReplySink
 from bot.model_loader import LoadedModel
@@ -92,6 +92,17 @@ class ConversationManager:
             log.exception("failed to answer a message in %s", message.key)
             await sink.finish(GENERIC_FAILURE_REPLY)
 
+    def _persona(self, name: str | None) -> Persona | None:
+        """The named persona; one whose file went missing is skipped (logged), so a deleted
+        persona never locks a channel out of the bot."""
+        if not name:
+            return None
+        try:
+            return self.personas.get(name)
+        except UnknownName:
+            log.warning("persona %r is set but no longer exists; answering without it", name)
+            return None
+
     def _validate(self, text: str) -> None:
         if not text:
             raise InvalidMessage("メッセージが空です。話しかけたいことを書いて送ってください。")
@@ -106,9 +117,7 @@ class ConversationManager:
         key = message.key
         with self.worker.arriving() as submit:
             channel = await self.db(self.repository.channel_settings, key)
-            persona = self.personas.get(channel.persona) if channel.persona else None
-            if persona is None and self.limits.default_persona:
-                persona = self.personas.get(self.limits.default_persona)
+            persona = self._persona(channel.persona) or self._persona(self.limits.default_persona)
             preamble = persona.preamble if persona else ""
             overrides = {
                 **dict(self.limits.base_overrides),

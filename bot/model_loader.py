@@ -193,6 +193,8 @@ def load_model(spec: str, options: LoadOptions) -> LoadedModel:
         tokenizer = load_tokenizer(folder)
         with _quiet_progress(bool(meta.get("demo"))):
             model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **extra)
+        if quantization is None:
+            model.to(device)  # where a GPU runs out of memory, if it does
     except torch.OutOfMemoryError as exc:
         raise ModelLoadError(
             f"モデル「{spec}」を読み込むメモリが足りません。小さいモデルか DTYPE=fp16/bf16 を試してください。"
@@ -204,8 +206,6 @@ def load_model(spec: str, options: LoadOptions) -> LoadedModel:
         ) from exc
     if entry is not None and entry.lower_case and hasattr(tokenizer, "lower_case"):
         tokenizer.lower_case = True  # the card lower-cases by hand; configs may not say so
-    if quantization is None:
-        model.to(device)
     model.eval()
 
     format_name = options.prompt_format

@@ -23,6 +23,8 @@ _SPECIAL_TOKEN = re.compile(r"<(\s*/?\s*(?:s|nl|unk|pad|br|mask|cls|sep|\|[a-z_]
 # A role label followed by a colon ("システム:", "ユーザー：") reads as a turn marker, at the
 # start of a line most of all; it is defused wherever it appears.
 _ROLE_LABEL = re.compile(rf"({USER_LABEL}|{BOT_LABEL})(\s*:)")
+# The instruct template's section headers ("### 指示:", "### 回答:") likewise.
+_SECTION_HEADER = re.compile(r"(#+\s*)(指示|回答)(\s*:)")
 _LINE_BREAKS = re.compile(r"\r\n|[\r\u0085\u2028\u2029\v\f]")
 
 
@@ -42,6 +44,7 @@ def neutralise(text: str) -> str:
     are caught too; then special tokens and role labels are defused."""
     text = unicodedata.normalize("NFKC", clean_control_chars(text))
     text = _SPECIAL_TOKEN.sub(lambda m: f"〈{m.group(1)}〉", text)
+    text = _SECTION_HEADER.sub(r"\1「\2」\3", text)
     return _ROLE_LABEL.sub(r"「\1」\2", text)
 
 

@@ -18,6 +18,7 @@ class RateLimiter:
         self.per_minute = per_minute
         self.clock = clock
         self._sent: dict[str, deque[float]] = {}
+        self._checks = 0
 
     def check(self, user: str) -> None:
         """Count one message from `user`, or raise RateLimited saying how long to wait."""
@@ -27,6 +28,13 @@ class RateLimiter:
         sent = self._sent.setdefault(user, deque())
         while sent and now - sent[0] >= 60:
             sent.popleft()
+        self._checks += 1
+        if self._checks % 1024 == 0:  # now and then, forget people who went quiet
+            for quiet in [
+                u for u, times in self._sent.items() if not times or now - times[-1] >= 60
+            ]:
+                if quiet != user:
+                    del self._sent[quiet]
         if len(sent) >= self.per_minute:
             wait = int(60 - (now - sent[0])) + 1
             raise RateLimited(

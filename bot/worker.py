@@ -170,17 +170,28 @@ class ModelWorker:
 
     def _run(self) -> None:
         while True:
-            self._fill_backlog()
-            job = self._backlog.popleft()
-            if job is None:
-                return
-            if isinstance(job, _Call):
-                self._run_call(job)
-                continue
-            self._gather(job)
-            batch = self._take_batch(job)
-            if batch:
-                self._run_batch(batch)
+            batch: list[_Generate] = []
+            try:
+                self._fill_backlog()
+                job = self._backlog.popleft()
+                if job is None:
+                    return
+                if isinstance(job, _Call):
+                    self._run_call(job)
+                    continue
+                batch = [job]  # answered with an error below if anything breaks from here
+                self._gather(job)
+                batch = self._take_batch(job)
+                if batch:
+                    self._run_batch(batch)
+            except Exception as exc:
+                # Whatever broke (a CUDA error while freeing memory, say), the thread must live
+                # on: a dead worker would leave every waiting request hanging.
+                log.exception("the model worker hit an unexpected error; it keeps serving")
+                for failed in batch:
+                    failed.handle.finish(
+                        None, GenerationFailed(GENERIC_FAILURE_REPLY, detail=str(exc))
+                    )
             self._last_active = time.monotonic()
 
     @contextlib.contextmanager
@@ -248,15 +259,17 @@ class ModelWorker:
             self._waiting -= 1
 
     def _prepare(self, job: _Generate) -> bool:
-        """Build the job's prompt with the current model; answer it with an error if that fails."""
-        if job.prepared is not None:
-            return True
+        """Build the job's prompt with the current model (once) and make sure its adapter is
+        loaded and pinned for the batch being assembled (every time the job is considered: an
+        earlier batch may have evicted it). Answers the job with an error if that fails."""
         try:
             model = self._model()
-            if job.handle.cancel_event.is_set():
-                job.handle.finish(_cancelled(model, job))
-                return False
-            prepared = job.builder(model)
+            if job.prepared is None:
+                if job.handle.cancel_event.is_set():
+                    job.handle.finish(_cancelled(model, job))
+                    return False
+                job.prepared = job.builder(model)
+            prepared = job.prepared
             if prepared.adapter and prepared.adapter_dir is not None:
                 self.adapters.ensure(
                     model,
@@ -266,7 +279,6 @@ class ModelWorker:
                     self._pinned,
                 )
                 self._pinned |= {prepared.adapter}
-            job.prepared = prepared
             return True
         except UserFacingError as exc:
             job.handle.finish(None, exc)
@@ -274,6 +286,10 @@ class ModelWorker:
             log.exception("building a prompt failed")
             job.handle.finish(None, GenerationFailed(GENERIC_FAILURE_REPLY, detail=str(exc)))
         return False
+
+    def current_or_reload(self) -> LoadedModel:
+        """The model now serving, reloaded if it was unloaded for idleness. Worker thread only."""
+        return self._model()
 
     def _model(self) -> LoadedModel:
         if self.current is None and self.unloaded_spec:

@@ -73,8 +73,10 @@ class ChatCommands(app_commands.Group):
     @app_commands.command(description="このチャンネルのペルソナを切り替えます（管理者のみ）")
     @app_commands.describe(name="ペルソナの名前（none で解除）")
     async def persona(self, interaction: discord.Interaction, name: str) -> None:
+        # Checking an adapter persona waits for the model worker, which may be busy.
+        await interaction.response.defer(thinking=True)
         text = await self.bot.admin.set_persona(_key(interaction), name)
-        await _send(interaction, text)
+        await interaction.followup.send(text, allowed_mentions=NO_MENTIONS)
 
     @persona.autocomplete("name")
     async def _persona_choices(

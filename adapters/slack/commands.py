@@ -57,8 +57,10 @@ Respond = Callable[[Reply], Awaitable[None]]
 
 def parse(text: str) -> tuple[str, str]:
     """`"persona friendly"` -> `("persona", "friendly")`; empty text asks for help."""
-    subcommand, _, argument = text.strip().partition(" ")
-    return (subcommand.lower() or "help"), argument.strip()
+    parts = text.split(maxsplit=1)  # any whitespace, the IME's full-width space included
+    if not parts:
+        return "help", ""
+    return parts[0].lower(), (parts[1].strip() if len(parts) > 1 else "")
 
 
 class ChatCommands:

@@ -189,3 +189,27 @@ async def test_personas_keep_working_after_a_model_swap(make_app, persona_dir):
     from peft import PeftModel
 
     assert isinstance(app.worker.current.model, PeftModel)
+
+
+async def test_an_adapter_needed_by_a_waiting_request_is_reloaded_after_eviction(
+    make_app, persona_dir
+):
+    # One adapter fits in the cache, two rows per batch, and rows that differ in
+    # no_repeat_ngram_size cannot share one: the queue A(base) B(alpha) C(base) D(beta) runs
+    # as [A, C] then [B] then [D]... B was prepared while [A, C] formed, and must still find
+    # its adapter loaded when its own batch starts.
+    app = await persona_app(make_app, persona_dir, max_cached_adapters=1, max_batch_size=2)
+    for channel, persona in (("b", "alpha"), ("d", "beta")):
+        await ask(app, f"/persona {persona}", channel=channel, admin=True)
+        await ask(app, "/set no_repeat_ngram_size 3", channel=channel, admin=True)
+    release, blocker = await hold_worker(app)
+    tasks = [asyncio.create_task(ask(app, QUESTIONS[0], channel=c)) for c in "abcd"]
+    await wait_for_queue(app, 4)
+    release.set()
+    await blocker
+    replies = [(await t).final for t in tasks]
+    assert list(app.worker.batch_sizes)[-2:] == [2, 2]
+    assert all("エラー" not in reply for reply in replies), replies
+    base, alpha, base_again, beta = replies
+    assert base == base_again
+    assert len({base, alpha, beta}) == 3  # each persona row really ran with its adapter

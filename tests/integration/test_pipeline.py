@@ -267,3 +267,58 @@ async def test_the_admins_model_choice_survives_a_restart(make_app, model_cache)
     await changed.close()
     third = await make_app(model=folder)
     assert third.worker.current.name == "demo"
+
+
+async def test_commands_accept_the_full_width_space_of_japanese_input(make_app):
+    app = await make_app(replies=[])
+    switched = await ask(app, "/model\u3000demo", admin=True)
+    assert "切り替えました" in switched.final
+    stopped = await ask(app, "/stop\u3000", admin=False)
+    assert "生成中の返事はありません" in stopped.final
+    chosen = await ask(app, "/set\u3000temperature\u30000.4", admin=True)
+    assert "0.4" in chosen.final
+
+
+async def test_a_persona_that_disappeared_does_not_lock_the_channel(make_app):
+    app = await make_app(replies=["ふつうに答えます。"])
+    await ask(app, "/persona friendly", admin=True)
+    del app.personas._personas["friendly"]  # the persona file was deleted since
+    sink = await ask(app, "こんにちは")
+    assert sink.final == "ふつうに答えます。"
+    assert not app.scripted.prompts[0].startswith("以下は")
+
+
+async def test_the_worker_survives_an_unexpected_error_between_requests(make_app):
+    app = await make_app(replies=["復活しました。"])
+    real = app.worker._take_batch
+    broken = {"once": True}
+
+    def take(job):
+        if broken.pop("once", False):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(job)
+
+    app.worker._take_batch = take
+    first = await asyncio.wait_for(ask(app, "一回目"), 20)
+    assert "エラー" in first.final
+    second = await asyncio.wait_for(ask(app, "二回目", channel="c2"), 20)
+    assert second.final == "復活しました。"
+
+
+async def test_running_out_of_memory_while_moving_to_the_device_is_a_clear_load_error(
+    model_cache, monkeypatch
+):
+    import pytest
+    import torch
+    from transformers import GPTNeoXForCausalLM
+
+    from bot.errors import ModelLoadError
+    from bot.model_loader import LoadOptions, load_model
+
+    def out_of_memory(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 7.20 GiB")
+
+    monkeypatch.setattr(GPTNeoXForCausalLM, "to", out_of_memory)
+    with pytest.raises(ModelLoadError) as caught:
+        load_model("demo", LoadOptions(device="cpu", dtype="fp32", cache_dir=model_cache))
+    assert "メモリが足りません" in caught.value.user_message
