@@ -153,7 +153,9 @@ async def _run(model: Path, channels: int, batched: bool, new_tokens: int) -> Ru
     return Run(channels, batched, tokens, wall, latencies, lags, list(app.worker.batch_sizes))
 
 
-async def _overhead(model_dir: Path, new_tokens: int, repeats: int = 5) -> tuple[float, float]:
+async def _overhead(
+    model_dir: Path, new_tokens: int, counts: tuple[int, ...], repeats: int = 5
+) -> tuple[float, float, dict[int, float]]:
     """Median seconds for one reply through the bot vs bare `generate` of the same tokens.
 
     Both run on the worker thread with the same loaded model, interleaved, so machine noise
@@ -167,12 +169,13 @@ async def _overhead(model_dir: Path, new_tokens: int, repeats: int = 5) -> tuple
         prompt = loaded.prompt_format.render([Turn("user", MESSAGE, "u")])
         ids = torch.tensor([loaded.tokenizer.encode(prompt)])
 
-        def bare(tokens: int) -> float:
+        def bare(tokens: int, rows: int = 1) -> float:
+            batch = ids.repeat(rows, 1)
             started = time.perf_counter()
             with torch.inference_mode():
                 loaded.model.generate(
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
+                    input_ids=batch,
+                    attention_mask=torch.ones_like(batch),
                     do_sample=False,
                     max_new_tokens=tokens,
                     min_new_tokens=tokens,
@@ -193,9 +196,14 @@ async def _overhead(model_dir: Path, new_tokens: int, repeats: int = 5) -> tuple
                 if i:  # the first round is a warm-up
                     bot_times.append(took)
                     bare_times.append(bare_took)
+            # What the hardware gives for the same batch sizes, without the bot: the ceiling.
+            scaling = {}
+            for rows in counts:
+                took = await app.worker.call(lambda rows=rows: bare(new_tokens, rows))
+                scaling[rows] = rows * new_tokens / took
         finally:
             await app.close()
-    return statistics.median(bot_times), statistics.median(bare_times)
+    return statistics.median(bot_times), statistics.median(bare_times), scaling
 
 
 def _machine() -> str:
@@ -230,8 +238,8 @@ async def run_benchmark(
                 runs[(1, False)] = runs[(1, True)]
                 continue
             runs[(count, batched)] = await _run(model, count, batched, new_tokens)
-    bot_s, bare_s = await _overhead(model, new_tokens)
-    return _report(runs, channels, bot_s, bare_s, new_tokens)
+    bot_s, bare_s, scaling = await _overhead(model, new_tokens, channels)
+    return _report(runs, channels, bot_s, bare_s, new_tokens, scaling)
 
 
 def _report(
@@ -240,25 +248,37 @@ def _report(
     bot_s: float,
     bare_s: float,
     new_tokens: int,
+    scaling: dict[int, float],
 ) -> str:
     lines = [
         f"Machine: {_machine()}",
         f"Model: GPTNeoX 8 x 768, vocab 32,000 (~{_params()}M parameters), random weights, "
         f"CPU fp32; greedy, up to {new_tokens} new tokens per reply, one message per channel.",
         "",
-        "| channels | batched tok/s | p50 / p95 latency (s) | one-at-a-time tok/s | "
+        "| channels | batched tok/s | batches | p50 / p95 latency (s) | one-at-a-time tok/s | "
         "p50 / p95 latency (s) | speed-up | loop lag p99 / max (ms) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for count in channels:
         b, s = runs[(count, True)], runs[(count, False)]
         lags = b.lags_ms + s.lags_ms
         lines.append(
-            f"| {count} | {b.tokens_per_s:.1f} | {b.latency(0.5):.2f} / {b.latency(0.95):.2f} | "
+            f"| {count} | {b.tokens_per_s:.1f} | {'+'.join(map(str, b.batches))} | "
+            f"{b.latency(0.5):.2f} / {b.latency(0.95):.2f} | "
             f"{s.tokens_per_s:.1f} | {s.latency(0.5):.2f} / {s.latency(0.95):.2f} | "
             f"{b.tokens_per_s / s.tokens_per_s:.2f}x | "
             f"{_percentile(lags, 0.99):.1f} / {max(lags or [0]):.1f} |"
         )
+    base = scaling[min(scaling)]
+    lines += [
+        "",
+        "Bare `model.generate` on the same machine, same prompt repeated, no bot (the ceiling):",
+        "",
+        "| batch | " + " | ".join(str(n) for n in scaling) + " |",
+        "|---|" + "---:|" * len(scaling),
+        "| tok/s | " + " | ".join(f"{v:.1f}" for v in scaling.values()) + " |",
+        "| vs batch 1 | " + " | ".join(f"{v / base:.2f}x" for v in scaling.values()) + " |",
+    ]
     overhead = (bot_s - bare_s) / bare_s * 100
     lines += [
         "",
