@@ -26,28 +26,55 @@ from bot.messages import ConversationKey, IncomingMessage, NullSink
 from bot.prompt_format import Turn
 from bot.settings import Settings
 
-BENCH_NAME = "bench-gptneox-100m-v1"
 MESSAGE = "最近のおすすめの本を教えてください。週末にゆっくり読みたいです。"
 
 
-def ensure_bench_model(cache_dir: Path) -> Path:
-    """A ~100M GPTNeoX (8 layers x 768, vocab 32,000) with random weights, built once."""
+@dataclass(frozen=True)
+class BenchShape:
+    """The benchmark model's shape; the default is ~106M parameters with rinna's vocabulary."""
+
+    layers: int = 8
+    hidden: int = 768
+    heads: int = 12
+    vocab: int = 32000
+
+    @property
+    def name(self) -> str:
+        return f"bench-gptneox-{self.layers}x{self.hidden}-v{self.vocab}"
+
+    @property
+    def parameters_m(self) -> float:
+        layer = 12 * self.hidden * self.hidden + 13 * self.hidden
+        return (self.layers * layer + 2 * self.vocab * self.hidden) / 1e6
+
+    def describe(self) -> str:
+        return (
+            f"GPTNeoX {self.layers} x {self.hidden}, vocab {self.vocab:,} "
+            f"(~{self.parameters_m:.0f}M parameters)"
+        )
+
+
+FULL = BenchShape()
+
+
+def ensure_bench_model(cache_dir: Path, shape: BenchShape = FULL) -> Path:
+    """A GPTNeoX of `shape` with random weights and the demo tokenizer, built once."""
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
     from transformers.utils import logging as hf_logging
 
-    target = Path(cache_dir) / BENCH_NAME
+    target = Path(cache_dir) / shape.name
     if (target / METADATA_FILE).exists():
         return target
     demo = ensure_demo_model(cache_dir)
     scratch = Path(tempfile.mkdtemp(prefix=".bench-build-", dir=cache_dir))
     try:
         config = GPTNeoXConfig(
-            vocab_size=32000,
-            hidden_size=768,
-            num_hidden_layers=8,
-            num_attention_heads=12,
-            intermediate_size=3072,
+            vocab_size=shape.vocab,
+            hidden_size=shape.hidden,
+            num_hidden_layers=shape.layers,
+            num_attention_heads=shape.heads,
+            intermediate_size=4 * shape.hidden,
             max_position_embeddings=2048,
             rotary_pct=0.25,
             pad_token_id=0,
@@ -225,12 +252,15 @@ def _machine() -> str:
 
 
 async def run_benchmark(
-    cache_dir: Path, channels: tuple[int, ...] = (1, 4, 8, 16), new_tokens: int = 64
+    cache_dir: Path,
+    channels: tuple[int, ...] = (1, 4, 8, 16),
+    new_tokens: int = 64,
+    shape: BenchShape = FULL,
 ) -> str:
     import logging
 
     logging.getLogger("bot.replies").setLevel(logging.WARNING)  # one line per reply is noise here
-    model = ensure_bench_model(cache_dir)
+    model = ensure_bench_model(cache_dir, shape)
     runs: dict[tuple[int, bool], Run] = {}
     for count in channels:
         for batched in (True, False):
@@ -239,7 +269,7 @@ async def run_benchmark(
                 continue
             runs[(count, batched)] = await _run(model, count, batched, new_tokens)
     bot_s, bare_s, scaling = await _overhead(model, new_tokens, channels)
-    return _report(runs, channels, bot_s, bare_s, new_tokens, scaling)
+    return _report(runs, channels, bot_s, bare_s, new_tokens, scaling, shape)
 
 
 def _report(
@@ -249,10 +279,11 @@ def _report(
     bare_s: float,
     new_tokens: int,
     scaling: dict[int, float],
+    shape: BenchShape,
 ) -> str:
     lines = [
         f"Machine: {_machine()}",
-        f"Model: GPTNeoX 8 x 768, vocab 32,000 (~{_params()}M parameters), random weights, "
+        f"Model: {shape.describe()}, random weights, "
         f"CPU fp32; greedy, up to {new_tokens} new tokens per reply, one message per channel.",
         "",
         "| channels | batched tok/s | batches | p50 / p95 latency (s) | one-at-a-time tok/s | "
@@ -286,8 +317,3 @@ def _report(
         f"{bare_s * 1000:.0f} ms for the same tokens: {overhead:+.1f} %.",
     ]
     return "\n".join(lines)
-
-
-def _params() -> int:
-    layer = 12 * 768 * 768 + 13 * 768
-    return round((8 * layer + 2 * 32000 * 768) / 1e6)
