@@ -2,8 +2,8 @@
 
 A NUCC file is a transcript: `＠` header lines, `％ｃｏｍ：` comments, utterances `F107：…` (a
 speaker code and a full-width colon), continuation lines with no speaker code, and `＠ＥＮＤ`.
-This module reads the whole format as described in the project's MODELS.md, cleans each
-utterance and turns every conversation into examples, one JSON object per line:
+This module reads the whole format as the corpus distributions write it (see docs/PERSONAS.md),
+cleans each utterance and turns every conversation into examples, one JSON object per line:
 
     {"context": [{"speaker": "F107", "text": "…"}, …],   # up to `context_turns` turns, oldest first
      "reply": {"speaker": "F023", "text": "…"},

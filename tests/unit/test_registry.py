@@ -10,7 +10,8 @@ from bot.cli import main
 from bot.prompt_format import detect_format
 from bot.registry import CATALOGUE, find_entry, format_catalogue, model_names
 
-# Every model of ../shared/MODELS.md's catalogue except GPTSAN (removed from transformers 5).
+# Every model of the seed catalogue (the source articles' models) except GPTSAN, which
+# transformers 5 removed.
 SEED_MODELS = {
     "rinna/japanese-gpt-neox-3.6b",
     "rinna/japanese-gpt-neox-3.6b-instruction-sft",
