@@ -128,7 +128,8 @@ def generate_batch(
     submitted: Sequence[float],
     timeouts: Sequence[float],
 ) -> list[GenerationResult]:
-    """Generate every row; rows must share sampling settings (other than max_new_tokens)."""
+    """Generate every row. Rows may differ in token limit, temperature, top-p, top-k and
+    repetition penalty (see `_sampling_kwargs`) and adapter; they must share the rest."""
     import torch
     from transformers import StoppingCriteriaList
 
@@ -147,11 +148,12 @@ def generate_batch(
         attention[i, width - len(p.ids) :] = 1
     kwargs = _sampling_kwargs([p.params for p in prepared])
     kwargs["max_new_tokens"] = max(p.params.max_new_tokens for p in prepared)
+    peft = _is_peft(model.model)
     wanted = {p.adapter for p in prepared if p.adapter}
-    loaded = set(model.model.peft_config) if _is_peft(model.model) else set()
+    loaded = set(model.model.peft_config) if peft else set()
     if wanted - loaded:  # never answer a persona's row with the wrong weights
         raise RuntimeError(f"adapters not loaded: {sorted(wanted - loaded)}")
-    if _is_peft(model.model):
+    if peft:
         # Each row names its persona's adapter; without this a peft model would apply its
         # active adapter to every row.
         kwargs["adapter_names"] = [p.adapter or BASE for p in prepared]

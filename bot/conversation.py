@@ -244,7 +244,7 @@ def _prompt_builder(
             fmt.stop_strings,
             params,
             built.turns_used,
-            adapter=persona.name if adapter is not None and persona is not None else None,
+            adapter=persona.name if persona is not None and adapter is not None else None,
             adapter_dir=adapter,
             adapter_bases=persona.base_models if persona is not None else (),
         )

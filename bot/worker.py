@@ -101,7 +101,7 @@ class ModelWorker:
         self.unloaded_spec: str | None = None  # set while the model is unloaded for idleness
         self.tokens_generated = 0
         self._recent: deque[tuple[float, int, float]] = deque(maxlen=256)
-        self.batch_sizes: deque[int] = deque(maxlen=256)  # recent batches, for /status and bench
+        self.batch_sizes: deque[int] = deque(maxlen=256)  # recent batch sizes, for the bench
         self._last_active = time.monotonic()
         self.adapters = AdapterCache(max_adapters)
         self._pinned: frozenset[str] = frozenset()  # adapters of the batch being assembled
@@ -259,39 +259,53 @@ class ModelWorker:
             self._waiting -= 1
 
     def _prepare(self, job: _Generate) -> bool:
-        """Build the job's prompt with the current model (once) and make sure its adapter is
-        loaded and pinned for the batch being assembled (every time the job is considered: an
-        earlier batch may have evicted it). Answers the job with an error if that fails."""
-        try:
-            model = self._model()
-            if job.prepared is None:
-                if job.handle.cancel_event.is_set():
-                    job.handle.finish(_cancelled(model, job))
-                    return False
-                job.prepared = job.builder(model)
-            prepared = job.prepared
-            if prepared.adapter and prepared.adapter_dir is not None:
-                self.adapters.ensure(
-                    model,
-                    prepared.adapter,
-                    prepared.adapter_dir,
-                    prepared.adapter_bases,
-                    self._pinned,
-                )
-                self._pinned |= {prepared.adapter}
+        """Build the job's prompt with the current model, once. Answers the job with an error
+        if that fails."""
+        if job.prepared is not None:
             return True
-        except UserFacingError as exc:
-            job.handle.finish(None, exc)
+        try:
+            model = self.current_or_reload()
+            if job.handle.cancel_event.is_set():
+                job.handle.finish(_cancelled(model, job))
+                return False
+            job.prepared = job.builder(model)
+            return True
         except Exception as exc:
-            log.exception("building a prompt failed")
-            job.handle.finish(None, GenerationFailed(GENERIC_FAILURE_REPLY, detail=str(exc)))
+            self._fail(job, exc, "building a prompt failed")
         return False
+
+    def _admit(self, job: _Generate) -> bool:
+        """Make sure a job joining the batch being assembled has its adapter loaded, and pin it
+        so no later row of the same batch evicts it. Done each time a job joins a batch: an
+        earlier batch may have evicted the adapter since its prompt was built."""
+        prepared = job.prepared
+        assert prepared is not None
+        if not prepared.adapter or prepared.adapter_dir is None:
+            return True
+        try:
+            self.adapters.ensure(
+                self.current_or_reload(),
+                prepared.adapter,
+                prepared.adapter_dir,
+                prepared.adapter_bases,
+                self._pinned,
+            )
+        except Exception as exc:
+            self._fail(job, exc, "loading an adapter failed")
+            return False
+        self._pinned |= {prepared.adapter}
+        return True
+
+    @staticmethod
+    def _fail(job: _Generate, exc: Exception, what: str) -> None:
+        if isinstance(exc, UserFacingError):
+            job.handle.finish(None, exc)
+            return
+        log.exception(what, exc_info=exc)
+        job.handle.finish(None, GenerationFailed(GENERIC_FAILURE_REPLY, detail=str(exc)))
 
     def current_or_reload(self) -> LoadedModel:
         """The model now serving, reloaded if it was unloaded for idleness. Worker thread only."""
-        return self._model()
-
-    def _model(self) -> LoadedModel:
         if self.current is None and self.unloaded_spec:
             log.info("reloading %s after idle unload", self.unloaded_spec)
             self.current = self._loader(self.unloaded_spec)
@@ -305,7 +319,7 @@ class ModelWorker:
         never reaching past a model swap or other call queued in between."""
         self._dequeued()
         self._pinned = frozenset()
-        if not self._prepare(first):
+        if not (self._prepare(first) and self._admit(first)):
             return []
         assert first.prepared is not None
         key = _sampling_key(first.prepared)
@@ -320,9 +334,11 @@ class ModelWorker:
                 self._dequeued()
                 continue
             assert job.prepared is not None
-            if _sampling_key(job.prepared) == key:
-                self._backlog.remove(job)
-                self._dequeued()
+            if _sampling_key(job.prepared) != key:
+                continue
+            self._backlog.remove(job)
+            self._dequeued()
+            if self._admit(job):
                 batch.append(job)
         return batch
 
