@@ -58,13 +58,11 @@ class AdminService:
 
     @staticmethod
     def is_command(text: str) -> bool:
-        if not text.startswith("/"):
-            return False
-        return text[1:].split(maxsplit=1)[0].lower() in COMMANDS if len(text) > 1 else False
+        return text.startswith("/") and first_word(text[1:])[0].lower() in COMMANDS
 
     async def run_text_command(self, message: IncomingMessage, text: str) -> str:
-        parts = text[1:].split(maxsplit=1)  # any whitespace, the IME's full-width space too
-        name, argument = parts[0].lower(), (parts[1].strip() if len(parts) > 1 else "")
+        name, argument = first_word(text[1:])
+        name = name.lower()
         key = message.key
         if name == "reset":
             return await self.reset(key)
@@ -83,10 +81,10 @@ class AdminService:
             if not argument:
                 return "使い方: /model <名前>（demo、Hugging Face の ID、またはフォルダのパス）"
             return await self.set_model(argument)
-        setting, _, value = argument.replace("\u3000", " ").partition(" ")
+        setting, value = first_word(argument)
         if setting == "clear":
             return await self.clear_sampling(key)
-        return await self.set_sampling(key, setting, value.strip())
+        return await self.set_sampling(key, setting, value)
 
     @staticmethod
     def _require_admin(is_admin: bool) -> None:
@@ -200,6 +198,13 @@ class AdminService:
         if channel.sampling:
             lines.append(f"チャンネルの上書き設定: {channel.sampling}")
         return "\n".join(lines)
+
+
+def first_word(text: str) -> tuple[str, str]:
+    """`"temperature 0.5"` -> `("temperature", "0.5")`, split at any whitespace: Japanese input
+    methods type a full-width space."""
+    parts = text.split(maxsplit=1)
+    return (parts[0] if parts else ""), (parts[1].strip() if len(parts) > 1 else "")
 
 
 def _describe(params: SamplingParams) -> str:

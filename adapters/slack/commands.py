@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bot.admin import AdminService
+from bot.admin import AdminService, first_word
 from bot.errors import NotPermitted, UserFacingError
 from bot.messages import ConversationKey
 
@@ -57,10 +57,8 @@ Respond = Callable[[Reply], Awaitable[None]]
 
 def parse(text: str) -> tuple[str, str]:
     """`"persona friendly"` -> `("persona", "friendly")`; empty text asks for help."""
-    parts = text.split(maxsplit=1)  # any whitespace, the IME's full-width space included
-    if not parts:
-        return "help", ""
-    return parts[0].lower(), (parts[1].strip() if len(parts) > 1 else "")
+    subcommand, argument = first_word(text)
+    return (subcommand.lower() or "help"), argument
 
 
 class ChatCommands:
