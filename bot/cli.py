@@ -1,4 +1,4 @@
-"""Command line: `python -m bot console | run | db upgrade`."""
+"""Command line: `python -m bot console | run | models | bench | persona … | db upgrade`."""
 
 from __future__ import annotations
 
@@ -51,10 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         counts = tuple(int(c) for c in args.channels.split(","))
         print(asyncio.run(run_benchmark(settings.model_cache_dir, counts, args.new_tokens)))
         return 0
-    if args.command == "run" and settings.configured_platforms():
-        return _run_platforms(settings)
+    serve = _platforms if args.command == "run" and settings.configured_platforms() else _console
     try:
-        return asyncio.run(_console(settings))
+        return asyncio.run(serve(settings))
     except KeyboardInterrupt:
         return 130
 
@@ -80,13 +79,6 @@ async def _console(settings: Settings) -> int:
         return 0
     finally:
         await app.close()
-
-
-def _run_platforms(settings: Settings) -> int:
-    try:
-        return asyncio.run(_platforms(settings))
-    except KeyboardInterrupt:
-        return 130
 
 
 async def _platforms(settings: Settings) -> int:
