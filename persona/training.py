@@ -1,10 +1,10 @@
 """Train a persona's LoRA adapter on dialogue pairs, and write a persona file that uses it.
 
-The recipe follows the public rinna 3.6B LoRA recipes (see MODELS.md, "Persona fine-tuning
-facts"): r=8, alpha 16, dropout 0.05 on `query_key_value`, cutoff 256 tokens, 3 epochs, lr 3e-4,
-base in 8-bit or 4-bit through bitsandbytes on a GPU when asked. The loop is plain torch: the
-loss counts only the reply tokens, held-out loss is measured before, during and after training,
-and the adapter is saved every `save_every` steps and at the end.
+The recipe follows the public rinna 3.6B LoRA recipes (see docs/PERSONAS.md): r=8, alpha 16,
+dropout 0.05 on `query_key_value`, cutoff 256 tokens, 3 epochs, lr 3e-4, base in 8-bit or 4-bit
+through bitsandbytes on a GPU when asked. The loop is plain torch: the loss counts only the reply
+tokens, held-out loss is measured before, during and after training, and the adapter is saved
+every `save_every` steps and at the end.
 
 Prompts are rendered with the bot's own prompt formats (`bot.prompt_format`), including its
 `neutralise`, so the adapter sees in training exactly the text it will see when serving.
@@ -34,12 +34,11 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.errors import ModelLoadError
 from bot.model_loader import LoadOptions
 from bot.prompt_format import PERSONA_FORMATS, Turn, neutralise
 from bot.tokenizer import Tokenizer
@@ -314,19 +313,6 @@ def check_quantize(kind: str, device: str) -> None:
         ) from exc
 
 
-def quantization_config(kind: str, compute_dtype: Any) -> Any:
-    from transformers import BitsAndBytesConfig
-
-    if kind == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute_dtype,
-    )
-
-
 @dataclass
 class _Base:
     model: Any
@@ -336,38 +322,17 @@ class _Base:
 
 
 def load_base(config: TrainConfig) -> _Base:
-    """Full precision through the bot's own loader (demo, folders and hub ids alike); 8-bit and
-    4-bit on the GPU through bitsandbytes from the same resolved folder."""
+    """The base model through the bot's own loader (demo, folders and hub ids alike), 8-bit or
+    4-bit on the GPU when asked (`check_quantize` has already refused what cannot work)."""
     from bot.model_loader import load_model
 
-    if config.quantize == "none":
-        loaded = load_model(config.base, config.load)
-        return _Base(
-            loaded.model, loaded.tokenizer, loaded.tokenizer.has_piece("<NL>"), loaded.folder
-        )
+    loaded = load_model(config.base, replace(config.load, quantization=config.quantize))
+    model = loaded.model
+    if config.quantize != "none":
+        from peft import prepare_model_for_kbit_training
 
-    from peft import prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM
-
-    from bot.model_loader import resolve_dtype, resolve_folder
-    from bot.tokenizer import load_tokenizer
-
-    folder = resolve_folder(config.base, config.load)
-    dtype = resolve_dtype(config.load.dtype, "cuda")
-    tokenizer = load_tokenizer(folder)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(folder),
-            dtype=dtype,
-            device_map={"": 0},
-            quantization_config=quantization_config(config.quantize, dtype),
-        )
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(
-            f"モデル「{config.base}」を {config.quantize} で読み込めませんでした: {str(exc)[:200]}"
-        ) from exc
-    model = prepare_model_for_kbit_training(model)
-    return _Base(model, tokenizer, tokenizer.has_piece("<NL>"), folder)
+        model = prepare_model_for_kbit_training(model)
+    return _Base(model, loaded.tokenizer, loaded.tokenizer.has_piece("<NL>"), loaded.folder)
 
 
 def default_target_modules(model: Any) -> list[str]:
