@@ -26,6 +26,17 @@ async def wait_for_queue(app, depth: int) -> None:
     raise AssertionError(f"queue never reached {depth}: {app.worker.queue_depth}")
 
 
+async def ask_held(app, requests: list[tuple[str, dict]]) -> list[RecordingSink]:
+    """Send `(text, message kwargs)` requests while the worker is held, so they all wait in
+    the queue, then release it; returns each request's sink, in order."""
+    release, blocker = await hold_worker(app)
+    tasks = [asyncio.create_task(ask(app, text, **kwargs)) for text, kwargs in requests]
+    await wait_for_queue(app, len(requests))
+    release.set()
+    await blocker
+    return [await task for task in tasks]
+
+
 QUESTIONS = ["こんにちは", "今日の天気は？", "おすすめのラーメン屋を教えて", "ありがとう！"]
 
 
@@ -36,12 +47,8 @@ async def test_a_batched_reply_equals_the_same_request_alone_under_greedy_decodi
     alone = [(await ask(app, q, channel=f"alone{i}")).final for i, q in enumerate(QUESTIONS)]
 
     caplog.set_level(logging.INFO, logger="bot.replies")
-    release, blocker = await hold_worker(app)
-    tasks = [asyncio.create_task(ask(app, q, channel=f"batch{i}")) for i, q in enumerate(QUESTIONS)]
-    await wait_for_queue(app, len(QUESTIONS))
-    release.set()
-    await blocker
-    together = [(await t).final for t in tasks]
+    sinks = await ask_held(app, [(q, {"channel": f"batch{i}"}) for i, q in enumerate(QUESTIONS)])
+    together = [s.final for s in sinks]
 
     assert together == alone
     batch_lines = [r.message for r in caplog.records if "conversation=test:w1/batch" in r.message]
@@ -76,15 +83,8 @@ async def test_rows_with_different_temperatures_share_a_batch(make_app):
     app = await make_app(replies=[f"返事{i}。" for i in range(4)])
     for channel, temperature in (("hot", "0.9"), ("cold", "0.3")):
         await ask(app, f"/set temperature {temperature}", channel=channel, admin=True)
-    release, blocker = await hold_worker(app)
     order = [("hot", "a"), ("cold", "b"), ("hot", "c"), ("cold", "d")]
-    tasks = [
-        asyncio.create_task(ask(app, text, channel=channel, thread=text)) for channel, text in order
-    ]
-    await wait_for_queue(app, 4)
-    release.set()
-    await blocker
-    sinks = await asyncio.gather(*tasks)
+    sinks = await ask_held(app, [(text, {"channel": c, "thread": text}) for c, text in order])
     assert app.scripted.batch_sizes == [4]
     [processor] = app.scripted.calls[0]["logits_processor"]
     assert [p.temperature for p in processor.params] == [0.9, 0.3, 0.9, 0.3]
@@ -94,15 +94,8 @@ async def test_rows_with_different_temperatures_share_a_batch(make_app):
 async def test_rows_that_cannot_share_a_batch_are_grouped_first_come_first_served(make_app):
     app = await make_app(replies=[f"返事{i}。" for i in range(4)])
     await ask(app, "/set no_repeat_ngram_size 3", channel="strict", admin=True)
-    release, blocker = await hold_worker(app)
     order = [("free", "a"), ("strict", "b"), ("free", "c"), ("strict", "d")]
-    tasks = [
-        asyncio.create_task(ask(app, text, channel=channel, thread=text)) for channel, text in order
-    ]
-    await wait_for_queue(app, 4)
-    release.set()
-    await blocker
-    await asyncio.gather(*tasks)
+    await ask_held(app, [(text, {"channel": c, "thread": text}) for c, text in order])
     assert app.scripted.batch_sizes == [2, 2]
     ngram = [call["no_repeat_ngram_size"] for call in app.scripted.calls]
     assert ngram == [0, 0, 3, 3]  # the oldest request's group goes first
@@ -115,15 +108,10 @@ async def test_a_greedy_row_in_a_mixed_batch_equals_its_reply_alone(make_app):
     await ask(app, "/set temperature 1.2", channel="warm", admin=True)
     await ask(app, "/set top_k 5", channel="warm", admin=True)
     alone = (await ask(app, QUESTIONS[1], channel="greedy-alone")).final
-    release, blocker = await hold_worker(app)
-    tasks = [
-        asyncio.create_task(ask(app, QUESTIONS[1], channel="greedy-batch")),
-        asyncio.create_task(ask(app, QUESTIONS[2], channel="warm")),
-    ]
-    await wait_for_queue(app, 2)
-    release.set()
-    await blocker
-    greedy, warm = [(await t).final for t in tasks]
+    sinks = await ask_held(
+        app, [(QUESTIONS[1], {"channel": "greedy-batch"}), (QUESTIONS[2], {"channel": "warm"})]
+    )
+    greedy, warm = [s.final for s in sinks]
     assert list(app.worker.batch_sizes)[-1] == 2
     assert greedy == alone
     assert warm
@@ -131,12 +119,7 @@ async def test_a_greedy_row_in_a_mixed_batch_equals_its_reply_alone(make_app):
 
 async def test_batch_size_is_capped(make_app):
     app = await make_app(replies=["はい。"] * 5, max_batch_size=2)
-    release, blocker = await hold_worker(app)
-    tasks = [asyncio.create_task(ask(app, "やあ", channel=f"c{i}")) for i in range(5)]
-    await wait_for_queue(app, 5)
-    release.set()
-    await blocker
-    await asyncio.gather(*tasks)
+    await ask_held(app, [("やあ", {"channel": f"c{i}"}) for i in range(5)])
     assert app.scripted.batch_sizes == [2, 2, 1]
 
 

@@ -8,7 +8,6 @@ test_pipeline.py). The app is bootstrapped for real and loads the folder the way
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from pathlib import Path
@@ -23,7 +22,7 @@ from bot.prompt_format import FORMATS, Turn
 from bot.registry import find_entry
 from bot.tokenizer import HFTokenizer, IncrementalDecoder, SentencePieceTokenizer, load_tokenizer
 from tests.conftest import message
-from tests.integration.test_batching import QUESTIONS, hold_worker, wait_for_queue
+from tests.integration.test_batching import QUESTIONS, ask_held
 from tests.integration.test_pipeline import ask
 from tests.model_families import (
     FAMILIES,
@@ -312,12 +311,8 @@ async def test_gpt2_batched_reply_equals_the_same_request_alone(make_app, family
     alone = [(await ask(app, q, channel=f"alone{i}")).final for i, q in enumerate(QUESTIONS)]
 
     caplog.set_level(logging.INFO, logger="bot.replies")
-    release, blocker = await hold_worker(app)
-    tasks = [asyncio.create_task(ask(app, q, channel=f"batch{i}")) for i, q in enumerate(QUESTIONS)]
-    await wait_for_queue(app, len(QUESTIONS))
-    release.set()
-    await blocker
-    together = [(await t).final for t in tasks]
+    sinks = await ask_held(app, [(q, {"channel": f"batch{i}"}) for i, q in enumerate(QUESTIONS)])
+    together = [s.final for s in sinks]
 
     assert together == alone
     assert len(set(alone)) > 1  # different prompts, different replies: the rows are not mixed up

@@ -3,15 +3,13 @@ base model, mixed-persona batches identical to single runs, mismatched adapters 
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM
 
 from bot.demo_model import ensure_demo_model
-from tests.integration.test_batching import QUESTIONS, hold_worker, wait_for_queue
+from tests.integration.test_batching import QUESTIONS, ask_held
 from tests.integration.test_pipeline import ask
 
 
@@ -113,12 +111,8 @@ async def test_mixed_persona_batches_match_single_runs(make_app, persona_dir):
             await ask(app, f"/persona {persona}", channel=f"alone{i}", admin=True)
             await ask(app, f"/persona {persona}", channel=f"batch{i}", admin=True)
     alone = [(await ask(app, QUESTIONS[i], channel=f"alone{i}")).final for i in range(4)]
-    release, blocker = await hold_worker(app)
-    tasks = [asyncio.create_task(ask(app, QUESTIONS[i], channel=f"batch{i}")) for i in range(4)]
-    await wait_for_queue(app, 4)
-    release.set()
-    await blocker
-    together = [(await t).final for t in tasks]
+    sinks = await ask_held(app, [(QUESTIONS[i], {"channel": f"batch{i}"}) for i in range(4)])
+    together = [s.final for s in sinks]
     assert together == alone
 
 
@@ -202,12 +196,9 @@ async def test_an_adapter_needed_by_a_waiting_request_is_reloaded_after_eviction
     for channel, persona in (("b", "alpha"), ("d", "beta")):
         await ask(app, f"/persona {persona}", channel=channel, admin=True)
         await ask(app, "/set no_repeat_ngram_size 3", channel=channel, admin=True)
-    release, blocker = await hold_worker(app)
-    tasks = [asyncio.create_task(ask(app, QUESTIONS[0], channel=c)) for c in "abcd"]
-    await wait_for_queue(app, 4)
-    release.set()
-    await blocker
-    replies = [(await t).final for t in tasks]
+    replies = [
+        s.final for s in await ask_held(app, [(QUESTIONS[0], {"channel": c}) for c in "abcd"])
+    ]
     assert list(app.worker.batch_sizes)[-2:] == [2, 2]
     assert all("エラー" not in reply for reply in replies), replies
     base, alpha, base_again, beta = replies
