@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from bot.admin import AdminService
 from bot.conversation import ConversationManager, ManagerLimits
+from bot.effective_settings import SettingsResolver
 from bot.errors import ModelLoadError
 from bot.locks import InFlight, KeyedLocks
 from bot.model_loader import LoadedModel, LoadOptions, load_model
@@ -51,6 +52,13 @@ class App:
                 ", ".join(self.personas.names()),
             )
         self.worker.start()
+        loaded = await self._load_startup_model()
+        warning = self.admin.resolver.env_budget_warning(loaded, loaded.name)
+        if warning:
+            log.warning("%s", warning)
+        return loaded
+
+    async def _load_startup_model(self) -> LoadedModel:
         chosen = await self.admin.startup_model()
         if chosen != self.settings.model:
             try:
@@ -102,6 +110,17 @@ def bootstrap(
     )
     personas = personas or PersonaRegistry.load(settings.persona_dir)
     locks, in_flight = KeyedLocks(), InFlight()
+    resolver = SettingsResolver(
+        personas,
+        env_overrides={
+            "max_new_tokens": settings.max_new_tokens,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "top_k": settings.top_k,
+            "repetition_penalty": settings.repetition_penalty,
+        },
+        default_persona=settings.default_persona,
+    )
     admin = AdminService(
         repository=repository,
         db=db,
@@ -109,20 +128,13 @@ def bootstrap(
         personas=personas,
         locks=locks,
         in_flight=in_flight,
+        resolver=resolver,
         configured_model=settings.model,
+        reset_requires_admin=settings.reset_requires_admin,
     )
-    overrides = {
-        "max_new_tokens": settings.max_new_tokens,
-        "temperature": settings.temperature,
-        "top_p": settings.top_p,
-        "top_k": settings.top_k,
-        "repetition_penalty": settings.repetition_penalty,
-    }
     limits = ManagerLimits(
         max_message_chars=settings.max_message_chars,
         generation_timeout_s=settings.generation_timeout_s,
-        base_overrides=tuple((k, v) for k, v in overrides.items() if v is not None),
-        default_persona=settings.default_persona,
         stream_update_interval_s=settings.stream_update_interval_s,
     )
     manager = ConversationManager(
@@ -135,5 +147,6 @@ def bootstrap(
         locks=locks,
         in_flight=in_flight,
         rate_limiter=RateLimiter(settings.user_rate_limit_per_minute),
+        resolver=resolver,
     )
     return App(settings, engine, repository, db, worker, personas, admin, manager)

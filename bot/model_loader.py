@@ -220,7 +220,11 @@ def load_model(spec: str, options: LoadOptions) -> LoadedModel:
         has_nl_piece=tokenizer.has_piece("<NL>"),
         metadata=meta,
     )
-    if detected.entry is not None and detected.entry.lower_case and hasattr(tokenizer, "lower_case"):
+    if (
+        detected.entry is not None
+        and detected.entry.lower_case
+        and hasattr(tokenizer, "lower_case")
+    ):
         tokenizer.lower_case = True  # identified from the folder, not the name given
     prompt_format = detected.prompt_format
     log.info("model %s: prompt format %s, from %s", spec, prompt_format.name, detected.reason())

@@ -63,7 +63,9 @@ def model_files(model_cache: Path) -> dict[str, bytes]:
     """The tiny rinna-style model's files (GPTNeoX + sentencepiece with <NL>), without the
     demo's own metadata: a real download has none."""
     demo = next(p.parent for p in model_cache.rglob(METADATA_FILE))
-    return {p.name: p.read_bytes() for p in demo.iterdir() if p.is_file() and p.name != METADATA_FILE}
+    return {
+        p.name: p.read_bytes() for p in demo.iterdir() if p.is_file() and p.name != METADATA_FILE
+    }
 
 
 def local_dir_download(root: Path, model_cache: Path, *, card: bool = True) -> Path:
