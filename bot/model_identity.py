@@ -110,8 +110,11 @@ def _by_repo_name(name: str) -> ModelEntry | None:
 def identify(spec: str, folder: Path) -> Identity | None:
     """The model `folder` holds, from the strongest evidence available (see the module doc)."""
     spec = spec.strip()
-    if find_entry(spec) is not None or (_HUB_ID.match(spec) and not Path(spec).exists()):
-        return Identity(find_entry(spec).hub_id if find_entry(spec) else spec, "spec")
+    named = find_entry(spec)
+    if named is not None:
+        return Identity(named.hub_id, "spec")
+    if _HUB_ID.match(spec) and not Path(spec).exists():
+        return Identity(spec, "spec")
     for finder in (_from_hub_cache, _from_card, _from_configs, _from_folder_name):
         found = finder(folder)
         if found is not None:
