@@ -177,9 +177,7 @@ class AdminService:
         )
         suffix = "（デモモデル: 返事は意味をなしません）" if loaded.is_demo else ""
         lines = [f"モデルを {loaded.name} に切り替えました{suffix}。"]
-        warning = self.resolver.env_budget_warning(loaded, loaded.name)
-        if warning:
-            log.warning("%s", warning)
+        if self.resolver.env_budget_warning(loaded, loaded.name):  # logged by the loader
             cap = max_reply_tokens(loaded.context_length)
             lines.append(
                 f"（MAX_NEW_TOKENS はこのモデルには長すぎるため、返事は最大 {cap} トークンにします）"

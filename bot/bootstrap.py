@@ -52,13 +52,6 @@ class App:
                 ", ".join(self.personas.names()),
             )
         self.worker.start()
-        loaded = await self._load_startup_model()
-        warning = self.admin.resolver.env_budget_warning(loaded, loaded.name)
-        if warning:
-            log.warning("%s", warning)
-        return loaded
-
-    async def _load_startup_model(self) -> LoadedModel:
         chosen = await self.admin.startup_model()
         if chosen != self.settings.model:
             try:
@@ -90,6 +83,20 @@ def default_loader(settings: Settings) -> Loader:
     return lambda spec: load_model(spec, options)
 
 
+def _warning_about_budget(loader: Loader, resolver: SettingsResolver) -> Loader:
+    """Every load (at start, /model, after an idle unload) warns when MAX_NEW_TOKENS is too
+    long for the model just loaded (replies are then capped)."""
+
+    def load(spec: str) -> LoadedModel:
+        loaded = loader(spec)
+        warning = resolver.env_budget_warning(loaded, loaded.name)
+        if warning:
+            log.warning("%s", warning)
+        return loaded
+
+    return load
+
+
 def bootstrap(
     settings: Settings,
     *,
@@ -100,16 +107,7 @@ def bootstrap(
     engine = engine or create_db_engine(settings.database_url)
     repository = Repository(engine)
     db = DatabaseThread()
-    worker = ModelWorker(
-        loader or default_loader(settings),
-        max_batch_size=settings.max_batch_size,
-        max_queue=settings.max_queue,
-        idle_unload_s=settings.idle_unload_minutes * 60,
-        max_adapters=settings.max_cached_adapters,
-        batch_window_s=settings.batch_window_ms / 1000,
-    )
     personas = personas or PersonaRegistry.load(settings.persona_dir)
-    locks, in_flight = KeyedLocks(), InFlight()
     resolver = SettingsResolver(
         personas,
         env_overrides={
@@ -121,6 +119,15 @@ def bootstrap(
         },
         default_persona=settings.default_persona,
     )
+    worker = ModelWorker(
+        _warning_about_budget(loader or default_loader(settings), resolver),
+        max_batch_size=settings.max_batch_size,
+        max_queue=settings.max_queue,
+        idle_unload_s=settings.idle_unload_minutes * 60,
+        max_adapters=settings.max_cached_adapters,
+        batch_window_s=settings.batch_window_ms / 1000,
+    )
+    locks, in_flight = KeyedLocks(), InFlight()
     admin = AdminService(
         repository=repository,
         db=db,
