@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
-from bot.errors import NotPermitted
+from bot.effective_settings import SettingsResolver, max_reply_tokens
+from bot.errors import NotPermitted, shorten
 from bot.locks import InFlight, KeyedLocks
 from bot.lora import check_adapter
 from bot.messages import ConversationKey, IncomingMessage
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 
 HELP_TEXT = """\
 使えるコマンド:
-/reset — このチャンネルの会話を新しく始めます（これまでの履歴は保存されたまま使われなくなります）
+/reset — このチャンネルの会話を新しく始めます（履歴は保存されたまま使われなくなります。DM 以外では管理者のみ）
 /stop — このチャンネルで生成中の返事を止めます
 /status — モデルと、このチャンネルの設定を表示します
 /persona — ペルソナの一覧を表示します
@@ -34,6 +36,21 @@ HELP_TEXT = """\
 
 MODEL_CHOICE_KEY = "model_choice"
 COMMANDS = ("reset", "stop", "status", "persona", "model", "set", "help")
+RESET_ADMIN_ONLY = (
+    "みんなで使うチャンネルでは、/reset は管理者だけが使えます（DM ではいつでも使えます）。"
+)
+# A command is "/" and an ASCII word, then whitespace or the end: "/foo" and "/Foo bar" are
+# commands (unknown ones are answered with the list), while "/usr/bin/python が…", "/ω/",
+# "/1" or "/" alone are ordinary messages that happen to start with a slash.
+_COMMAND = re.compile(r"/([A-Za-z][A-Za-z0-9_-]*)(?:\s+|$)")
+
+
+def parse_command(text: str) -> tuple[str, str] | None:
+    """`"/set temperature 0.5"` -> `("set", "temperature 0.5")`; None when `text` is chat."""
+    match = _COMMAND.match(text)
+    if match is None:
+        return None
+    return match.group(1).lower(), text[match.end() :].strip()
 
 
 class AdminService:
@@ -46,7 +63,9 @@ class AdminService:
         personas: PersonaRegistry,
         locks: KeyedLocks,
         in_flight: InFlight,
+        resolver: SettingsResolver,
         configured_model: str = "",
+        reset_requires_admin: bool = True,
     ) -> None:
         self.repository = repository
         self.db = db
@@ -54,18 +73,23 @@ class AdminService:
         self.personas = personas
         self.locks = locks
         self.in_flight = in_flight
+        self.resolver = resolver
         self.configured_model = configured_model
+        self.reset_requires_admin = reset_requires_admin
 
     @staticmethod
     def is_command(text: str) -> bool:
-        return text.startswith("/") and first_word(text[1:])[0].lower() in COMMANDS
+        """Command-shaped text (see `parse_command`), known or not."""
+        return parse_command(text) is not None
 
     async def run_text_command(self, message: IncomingMessage, text: str) -> str:
-        name, argument = first_word(text[1:])
-        name = name.lower()
+        name, argument = parse_command(text) or ("", "")
         key = message.key
+        if name not in COMMANDS:
+            typed = text.split(maxsplit=1)[0]  # as written, not lower-cased
+            return f"「{shorten(typed)}」というコマンドはありません。\n{HELP_TEXT}"
         if name == "reset":
-            return await self.reset(key)
+            return await self.reset(key, is_admin=message.is_admin, is_dm=message.is_dm)
         if name == "stop":
             return self.stop(key)
         if name == "status":
@@ -91,7 +115,14 @@ class AdminService:
         if not is_admin:
             raise NotPermitted("このコマンドは管理者だけが使えます。")
 
-    async def reset(self, key: ConversationKey) -> str:
+    def may_reset(self, *, is_admin: bool, is_dm: bool) -> bool:
+        """In a shared channel one member's /reset erases everyone's context: admins only,
+        unless RESET_REQUIRES_ADMIN=false. A DM is its person's own."""
+        return is_admin or is_dm or not self.reset_requires_admin
+
+    async def reset(self, key: ConversationKey, *, is_admin: bool, is_dm: bool) -> str:
+        if not self.may_reset(is_admin=is_admin, is_dm=is_dm):
+            raise NotPermitted(RESET_ADMIN_ONLY)
         async with self.locks.hold(key):  # waits for a reply in progress to be stored first
             await self.db(self.repository.reset, key)
         return "会話をリセットしました。新しく話しかけてください。"
@@ -145,7 +176,13 @@ class AdminService:
             json.dumps({"model": spec, "configured": self.configured_model}),
         )
         suffix = "（デモモデル: 返事は意味をなしません）" if loaded.is_demo else ""
-        return f"モデルを {loaded.name} に切り替えました{suffix}。"
+        lines = [f"モデルを {loaded.name} に切り替えました{suffix}。"]
+        if self.resolver.env_budget_warning(loaded, loaded.name):  # logged by the loader
+            cap = max_reply_tokens(loaded.context_length)
+            lines.append(
+                f"（MAX_NEW_TOKENS はこのモデルには長すぎるため、返事は最大 {cap} トークンにします）"
+            )
+        return "\n".join(lines)
 
     async def startup_model(self) -> str:
         """The model to load at start: an admin's `/model` choice survives a restart, unless the
@@ -162,6 +199,7 @@ class AdminService:
             names = "、".join(SamplingParams().as_dict())
             return f"使い方: /set <項目> <値>（項目: {names}）、/set clear で元に戻します。"
         clean = validate_overrides({setting: value})
+        self.resolver.check_reply_budget(setting, clean[setting], self.worker.current)
         current = (await self.db(self.repository.channel_settings, key)).sampling
         await self.db(self.repository.set_sampling, key, {**current, **clean})
         return f"このチャンネルの {setting} を {clean[setting]} にしました。"
@@ -171,32 +209,37 @@ class AdminService:
         return "このチャンネルの生成設定を既定に戻しました。"
 
     async def status(self, key: ConversationKey) -> str:
+        """The model, and exactly what this channel's next reply uses (see effective_settings)."""
         model = self.worker.current
         channel = await self.db(self.repository.channel_settings, key)
         conversation_id = await self.db(self.repository.active_conversation, key)
         messages = await self.db(self.repository.count_messages, conversation_id)
+        setup = self.resolver.setup(channel)
+        persona = setup.persona.name if setup.persona else "なし"
+        if setup.persona_is_default:
+            persona += "（DEFAULT_PERSONA）"
         lines = []
         if model is None:
             lines.append("モデル: 読み込み中")
         else:
             demo = "（デモモデル）" if model.is_demo else ""
-            defaults = model.sampling_defaults
+            why = f"（判定: {model.format_reason}）" if model.format_reason else ""
             lines += [
                 f"モデル: {model.name}{demo}",
-                f"形式: {model.prompt_format.name}、文脈長 {model.context_length} トークン",
+                f"形式: {model.prompt_format.name}{why}、文脈長 {model.context_length} トークン",
                 f"デバイス: {model.device}、精度 {model.dtype}"
                 f"{'' if model.quantization == 'none' else '、量子化 ' + model.quantization}、"
                 f"パラメータ {model.parameters / 1e6:,.1f}M",
-                f"既定の生成設定: {_describe(defaults.with_overrides(channel.sampling))}",
             ]
         lines += [
             f"メモリ: {memory_in_use(model)}、最近の生成速度 "
             f"{self.worker.recent_tokens_per_second():.1f} トークン/秒",
             f"待ち行列: {self.worker.queue_depth} 件（同時生成 最大 {self.worker.max_batch_size}）、生成したトークン累計 {self.worker.tokens_generated}",
-            f"このチャンネル: ペルソナ {channel.persona or 'なし'}、会話のメッセージ {messages} 件",
+            f"このチャンネル: ペルソナ {persona}、会話のメッセージ {messages} 件",
         ]
-        if channel.sampling:
-            lines.append(f"チャンネルの上書き設定: {channel.sampling}")
+        if model is not None:
+            lines.append("次の返事の生成設定:")
+            lines += setup.sampling(model).describe()
         return "\n".join(lines)
 
 
@@ -205,7 +248,3 @@ def first_word(text: str) -> tuple[str, str]:
     methods type a full-width space."""
     parts = text.split(maxsplit=1)
     return (parts[0] if parts else ""), (parts[1].strip() if len(parts) > 1 else "")
-
-
-def _describe(params: SamplingParams) -> str:
-    return ", ".join(f"{k}={v}" for k, v in params.as_dict().items())

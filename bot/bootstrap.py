@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from bot.admin import AdminService
 from bot.conversation import ConversationManager, ManagerLimits
+from bot.effective_settings import SettingsResolver
 from bot.errors import ModelLoadError
 from bot.locks import InFlight, KeyedLocks
 from bot.model_loader import LoadedModel, LoadOptions, load_model
@@ -82,6 +83,20 @@ def default_loader(settings: Settings) -> Loader:
     return lambda spec: load_model(spec, options)
 
 
+def _warning_about_budget(loader: Loader, resolver: SettingsResolver) -> Loader:
+    """Every load (at start, /model, after an idle unload) warns when MAX_NEW_TOKENS is too
+    long for the model just loaded (replies are then capped)."""
+
+    def load(spec: str) -> LoadedModel:
+        loaded = loader(spec)
+        warning = resolver.env_budget_warning(loaded, loaded.name)
+        if warning:
+            log.warning("%s", warning)
+        return loaded
+
+    return load
+
+
 def bootstrap(
     settings: Settings,
     *,
@@ -92,15 +107,26 @@ def bootstrap(
     engine = engine or create_db_engine(settings.database_url)
     repository = Repository(engine)
     db = DatabaseThread()
+    personas = personas or PersonaRegistry.load(settings.persona_dir)
+    resolver = SettingsResolver(
+        personas,
+        env_overrides={
+            "max_new_tokens": settings.max_new_tokens,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "top_k": settings.top_k,
+            "repetition_penalty": settings.repetition_penalty,
+        },
+        default_persona=settings.default_persona,
+    )
     worker = ModelWorker(
-        loader or default_loader(settings),
+        _warning_about_budget(loader or default_loader(settings), resolver),
         max_batch_size=settings.max_batch_size,
         max_queue=settings.max_queue,
         idle_unload_s=settings.idle_unload_minutes * 60,
         max_adapters=settings.max_cached_adapters,
         batch_window_s=settings.batch_window_ms / 1000,
     )
-    personas = personas or PersonaRegistry.load(settings.persona_dir)
     locks, in_flight = KeyedLocks(), InFlight()
     admin = AdminService(
         repository=repository,
@@ -109,20 +135,13 @@ def bootstrap(
         personas=personas,
         locks=locks,
         in_flight=in_flight,
+        resolver=resolver,
         configured_model=settings.model,
+        reset_requires_admin=settings.reset_requires_admin,
     )
-    overrides = {
-        "max_new_tokens": settings.max_new_tokens,
-        "temperature": settings.temperature,
-        "top_p": settings.top_p,
-        "top_k": settings.top_k,
-        "repetition_penalty": settings.repetition_penalty,
-    }
     limits = ManagerLimits(
         max_message_chars=settings.max_message_chars,
         generation_timeout_s=settings.generation_timeout_s,
-        base_overrides=tuple((k, v) for k, v in overrides.items() if v is not None),
-        default_persona=settings.default_persona,
         stream_update_interval_s=settings.stream_update_interval_s,
     )
     manager = ConversationManager(
@@ -135,5 +154,6 @@ def bootstrap(
         locks=locks,
         in_flight=in_flight,
         rate_limiter=RateLimiter(settings.user_rate_limit_per_minute),
+        resolver=resolver,
     )
     return App(settings, engine, repository, db, worker, personas, admin, manager)

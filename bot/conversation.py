@@ -11,10 +11,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from bot.admin import AdminService
-from bot.errors import InvalidMessage, UnknownName, UserFacingError
+from bot.effective_settings import ChannelSetup, SettingsResolver
+from bot.errors import InvalidMessage, UserFacingError
 from bot.locks import InFlight, KeyedLocks
 from bot.messages import ConversationKey, IncomingMessage, ReplySink
 from bot.model_loader import LoadedModel
@@ -27,7 +27,6 @@ from bot.prompt_format import (
     clean_control_chars,
 )
 from bot.rate_limit import RateLimiter
-from bot.sampling import SamplingParams
 from bot.storage.db_thread import DatabaseThread
 from bot.storage.repository import Repository, StoredMessage
 from bot.worker import GENERIC_FAILURE_REPLY, GenerationResult, ModelWorker, PreparedPrompt
@@ -47,8 +46,6 @@ _NOTES = {
 class ManagerLimits:
     max_message_chars: int = 4000
     generation_timeout_s: float = 120.0
-    base_overrides: tuple[tuple[str, Any], ...] = ()  # from the environment
-    default_persona: str = ""
     stream_update_interval_s: float = 0.2
 
 
@@ -65,6 +62,7 @@ class ConversationManager:
         locks: KeyedLocks,
         in_flight: InFlight,
         rate_limiter: RateLimiter,
+        resolver: SettingsResolver,
     ) -> None:
         self.repository = repository
         self.db = db
@@ -75,6 +73,7 @@ class ConversationManager:
         self._locks = locks
         self._in_flight = in_flight
         self._rate_limiter = rate_limiter
+        self.resolver = resolver  # the same one /status uses
 
     async def handle(self, message: IncomingMessage, sink: ReplySink) -> None:
         """Answer one message through `sink`. Never raises: every failure becomes a reply."""
@@ -92,17 +91,6 @@ class ConversationManager:
             log.exception("failed to answer a message in %s", message.key)
             await sink.finish(GENERIC_FAILURE_REPLY)
 
-    def _persona(self, name: str | None) -> Persona | None:
-        """The named persona; one whose file went missing is skipped (logged), so a deleted
-        persona never locks a channel out of the bot."""
-        if not name:
-            return None
-        try:
-            return self.personas.get(name)
-        except UnknownName:
-            log.warning("persona %r is set but no longer exists; answering without it", name)
-            return None
-
     def _validate(self, text: str) -> None:
         if not text:
             raise InvalidMessage("メッセージが空です。話しかけたいことを書いて送ってください。")
@@ -117,15 +105,10 @@ class ConversationManager:
         key = message.key
         with self.worker.arriving() as submit:
             channel = await self.db(self.repository.channel_settings, key)
-            persona = self._persona(channel.persona) or self._persona(self.limits.default_persona)
+            setup = self.resolver.setup(channel)
+            persona = setup.persona
             preamble = persona.preamble if persona else ""
-            overrides = {
-                **dict(self.limits.base_overrides),
-                **(persona.sampling if persona else {}),
-            }
-            overrides.update(channel.sampling)
-
-            self._check_fits(text, message.author_name, preamble, overrides, persona)
+            self._check_fits(text, message.author_name, preamble, setup)
             conversation_id, history = await self.db(
                 self.repository.add_user_message,
                 key,
@@ -134,7 +117,7 @@ class ConversationManager:
                 text=text,
                 history_limit=HISTORY_FETCH_LIMIT,
             )
-            builder = _prompt_builder(history, preamble, overrides, persona)
+            builder = _prompt_builder(history, preamble, setup)
             handle = submit(builder, timeout_s=self.limits.generation_timeout_s)
         self._in_flight.add(key, handle)
         raw = ""
@@ -179,52 +162,56 @@ class ConversationManager:
         current = self.worker.current
         return _format(current, persona).stop_strings if current else ()
 
-    def _check_fits(
-        self, text: str, author: str, preamble: str, overrides: dict, persona: Persona | None
-    ) -> None:
-        """Refuse, before storing it, a message that alone would not fit the context window."""
+    def _check_fits(self, text: str, author: str, preamble: str, setup: ChannelSetup) -> None:
+        """Refuse, before storing it, a message that alone would not fit the context window,
+        blaming the message only when it is the message that is too long."""
         model = self.worker.current
         if model is None:
             return  # the worker answers with a clear "not loaded" error
-        params = _params(model, overrides)
-        budget = model.context_length - params.max_new_tokens
-        turn = Turn("user", text, author)
-        if (
-            build_prompt(
-                _format(model, persona),
-                [turn],
-                encode=model.tokenizer.encode,
-                budget=budget,
-                preamble=preamble,
+        budget = model.context_length - setup.sampling(model).params.max_new_tokens
+        fmt = _format(model, setup.persona)
+        turn = [Turn("user", text, author)]
+
+        def fits(with_preamble: str) -> bool:
+            built = build_prompt(
+                fmt, turn, encode=model.tokenizer.encode, budget=budget, preamble=with_preamble
             )
-            is None
-        ):
+            return built is not None
+
+        if fits(preamble):
+            return
+        if not fits(""):
             raise InvalidMessage(
                 "メッセージが長すぎて、このモデルが一度に読める長さを超えています。"
                 "短く分けて送ってください。"
             )
-
-
-def _params(model: LoadedModel, overrides: dict) -> SamplingParams:
-    return model.sampling_defaults.with_overrides(overrides)
+        name = setup.persona.name if setup.persona else ""
+        raise InvalidMessage(
+            f"このチャンネルのペルソナ「{name}」の前置きが長く、メッセージと合わせるとこのモデルが"
+            "一度に読める長さを超えます。短く分けて送るか、管理者に /persona で別のペルソナに"
+            "してもらってください。"
+        )
 
 
 def _format(model: LoadedModel, persona: Persona | None) -> PromptFormat:
     """An adapter persona speaks the template it was trained on; others the model's own."""
     if persona is not None and persona.adapter is not None and persona.prompt_format:
+        if persona.prompt_format == model.prompt_format.name:
+            return model.prompt_format  # "plain" is written with the model's own newlines
         return PERSONA_FORMATS.get(persona.prompt_format, model.prompt_format)
     return model.prompt_format
 
 
 def _prompt_builder(
-    history: list[StoredMessage], preamble: str, overrides: dict, persona: Persona | None
+    history: list[StoredMessage], preamble: str, setup: ChannelSetup
 ) -> Callable[[LoadedModel], PreparedPrompt]:
+    persona = setup.persona
     turns = [
         Turn("user" if m.role == "user" else "assistant", m.text, m.author_name) for m in history
     ]
 
     def build(model: LoadedModel) -> PreparedPrompt:
-        params = _params(model, overrides)
+        params = setup.sampling(model).params  # the model serving now, as /status shows it
         budget = model.context_length - params.max_new_tokens
         fmt = _format(model, persona)
         built = build_prompt(

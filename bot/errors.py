@@ -12,6 +12,13 @@ class UserFacingError(Exception):
         self.user_message = user_message
 
 
+def shorten(name: str, limit: int = 40) -> str:
+    """A name a user typed, echoed in a reply: a 10,000-character name must not flood the chat
+    (or exceed a platform's message limit)."""
+    name = " ".join(name.split())
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
 class InvalidMessage(UserFacingError):
     """The message cannot be answered as sent (empty, too long, ...)."""
 

@@ -30,6 +30,9 @@ class IncomingMessage:
     author_name: str
     text: str
     is_admin: bool = False
+    # A one-to-one conversation with the bot (Discord DM, Slack IM): nobody else's context is
+    # in it, so what is admin-only in shared channels (/reset) is open there.
+    is_dm: bool = False
     sent_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 

@@ -17,9 +17,10 @@ from typing import Any
 
 from bot.demo_model import DEMO_NAME, METADATA_FILE, ensure_demo_model
 from bot.errors import ModelLoadError
-from bot.prompt_format import FORMATS, PromptFormat, detect_format
+from bot.model_identity import detect
+from bot.prompt_format import PromptFormat
 from bot.registry import find_entry
-from bot.sampling import FORMAT_DEFAULTS, SamplingParams
+from bot.sampling import SamplingParams
 from bot.tokenizer import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class LoadedModel:
     parameters: int
     sampling_defaults: SamplingParams = field(default_factory=SamplingParams)
     quantization: str = "none"
+    format_reason: str = ""  # why this prompt format, for /status (Japanese)
 
 
 def resolve_device(requested: str) -> str:
@@ -211,21 +213,28 @@ def load_model(spec: str, options: LoadOptions) -> LoadedModel:
         tokenizer.lower_case = True  # the card lower-cases by hand; configs may not say so
     model.eval()
 
-    format_name = options.prompt_format
-    if format_name == "auto":
-        format_name = meta.get("prompt_format") or (entry.prompt_format if entry else "auto")
-    has_nl = tokenizer.has_piece("<NL>")
-    if format_name == "auto":
-        prompt_format = detect_format(entry.hub_id if entry else spec, has_nl)
-    elif format_name == "plain" and has_nl:
-        prompt_format = detect_format("", has_nl)
-    else:
-        prompt_format = FORMATS[format_name]
-
+    detected = detect(
+        spec,
+        folder,
+        setting=options.prompt_format,
+        has_nl_piece=tokenizer.has_piece("<NL>"),
+        metadata=meta,
+    )
+    if (
+        detected.entry is not None
+        and detected.entry.lower_case
+        and hasattr(tokenizer, "lower_case")
+    ):
+        tokenizer.lower_case = True  # identified from the folder, not the name given
+    prompt_format = detected.prompt_format
+    log.info("model %s: prompt format %s, from %s", spec, prompt_format.name, detected.reason())
     config = model.config
-    context = meta.get("context_length") or (entry.context_length if entry else None)
-    context = context or getattr(config, "max_position_embeddings", None)
-    context = context or getattr(config, "n_positions", None) or 2048
+    positions = getattr(config, "max_position_embeddings", None) or getattr(
+        config, "n_positions", None
+    )
+    # The card's context length, but never past what the weights have positions for.
+    known = [int(n) for n in (detected.context_length, positions) if n]
+    context = min(known) if known else 2048
     return LoadedModel(
         name=spec,
         folder=folder,
@@ -237,6 +246,7 @@ def load_model(spec: str, options: LoadOptions) -> LoadedModel:
         dtype=str(dtype).removeprefix("torch."),
         is_demo=bool(meta.get("demo")),
         parameters=sum(p.numel() for p in model.parameters()),
-        sampling_defaults=entry.sampling if entry else FORMAT_DEFAULTS[prompt_format.name],
+        sampling_defaults=detected.sampling,
         quantization=options.quantization,
+        format_reason=detected.reason(japanese=True),
     )

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from bot.errors import InvalidMessage
+from bot.errors import InvalidMessage, shorten
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,9 @@ def validate_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         if name not in known:
-            raise InvalidMessage(f"不明な設定です: {name}（使えるもの: {', '.join(known)}）")
+            raise InvalidMessage(
+                f"不明な設定です: {shorten(name)}（使えるもの: {', '.join(known)}）"
+            )
         low, high = _LIMITS[name]
         try:
             number = int(value) if known[name] == "int" else float(value)

@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     stream_update_interval_s: float = Field(0.2, ge=0)
 
     # Generation
-    max_new_tokens: int = Field(128, ge=1, le=2048)
+    # None: the model's own default (128); capped at half the model's context.
+    max_new_tokens: int | None = Field(None, ge=1, le=2048)
     generation_timeout_s: float = Field(120.0, gt=0)
     temperature: float | None = Field(None, ge=0)
     top_p: float | None = Field(None, gt=0, le=1)
@@ -50,6 +51,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./data/bot.sqlite3"
     max_message_chars: int = Field(4000, ge=1)
     user_rate_limit_per_minute: int = Field(10, ge=0)  # 0 turns the limit off
+    # /reset in a shared channel erases everyone's context: admins only unless this is off.
+    reset_requires_admin: bool = True
     default_persona: str = ""
     persona_dir: Path = Path("./data/personas")  # your own persona files (and trained adapters)
     max_cached_adapters: int = Field(4, ge=1)  # LoRA adapters kept loaded at once

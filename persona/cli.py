@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--template",
         choices=["auto", "rinna", "line", "instruct"],
         default="auto",
-        help="prompt template; auto: rinna if the model has <NL>, else line",
+        help="prompt template; auto: the format the bot serves the base model in "
+        "(PROMPT_FORMAT, else detected as the bot does)",
     )
     train.add_argument("--epochs", type=float, default=3.0)
     train.add_argument("--lr", type=float, default=3e-4)
@@ -219,6 +220,7 @@ def train(args: argparse.Namespace) -> int:
         dtype=args.dtype or settings.dtype,
         cache_dir=args.model_cache_dir or settings.model_cache_dir,
         hf_token=token,
+        prompt_format=settings.prompt_format,  # the bot's setting, so training matches serving
     )
     targets = [t.strip() for t in args.target_modules.split(",")] if args.target_modules else None
     config = TrainConfig(

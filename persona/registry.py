@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bot.errors import UnknownName
+from bot.errors import UnknownName, shorten
 from bot.sampling import validate_overrides
 
 log = logging.getLogger(__name__)
@@ -98,5 +98,5 @@ class PersonaRegistry:
         except KeyError:
             available = "、".join(self.names()) or "（なし）"
             raise UnknownName(
-                f"ペルソナ「{name}」はありません。使えるペルソナ: {available}"
+                f"ペルソナ「{shorten(name)}」はありません。使えるペルソナ: {available}"
             ) from None

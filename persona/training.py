@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.model_loader import LoadOptions
-from bot.prompt_format import PERSONA_FORMATS, Turn, neutralise
+from bot.prompt_format import PERSONA_FORMATS, PromptFormat, Turn, neutralise
 from bot.tokenizer import Tokenizer
 
 TEMPLATES = ("rinna", "line", "instruct")
@@ -73,7 +73,7 @@ class TrainConfig:
     base: str
     data: Path
     name: str
-    template: str = "auto"  # rinna / line / instruct; auto: rinna if the model has <NL>, else line
+    template: str = "auto"  # rinna / line / instruct; auto: the format the bot serves the base in
     epochs: float = 3.0
     lr: float = 3e-4
     rank: int = 8
@@ -319,6 +319,16 @@ class _Base:
     tokenizer: Tokenizer
     has_nl: bool
     folder: Path
+    prompt_format: PromptFormat  # what the bot serves this model with (same loader, same detection)
+
+
+def serving_template(fmt: PromptFormat) -> str:
+    """The template that trains on exactly the text the bot sends a model served in `fmt`: the
+    format itself, or for a base model (plain) the chat format with the same newlines, whose
+    transcript is the same text."""
+    if fmt.name in TEMPLATES:
+        return fmt.name
+    return "rinna" if fmt.newline == "<NL>" else "line"
 
 
 def load_base(config: TrainConfig) -> _Base:
@@ -332,7 +342,13 @@ def load_base(config: TrainConfig) -> _Base:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model)
-    return _Base(model, loaded.tokenizer, loaded.tokenizer.has_piece("<NL>"), loaded.folder)
+    return _Base(
+        model,
+        loaded.tokenizer,
+        loaded.tokenizer.has_piece("<NL>"),
+        loaded.folder,
+        loaded.prompt_format,
+    )
 
 
 def default_target_modules(model: Any) -> list[str]:
@@ -439,7 +455,7 @@ def train(config: TrainConfig, progress: Progress = _stderr) -> TrainResult:
     base = load_base(config)
     template = config.template
     if template == "auto":
-        template = "rinna" if base.has_nl else "line"
+        template = serving_template(base.prompt_format)
     tokenizer = base.tokenizer
     pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
 

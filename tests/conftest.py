@@ -77,6 +77,7 @@ def message(
     name: str = "田中",
     admin: bool = False,
     platform: str = "test",
+    dm: bool = False,
 ) -> IncomingMessage:
     return IncomingMessage(
         key=ConversationKey(platform, "w1", channel, thread),
@@ -84,4 +85,5 @@ def message(
         author_name=name,
         text=text,
         is_admin=admin,
+        is_dm=dm,
     )

@@ -11,6 +11,7 @@ from discord import app_commands
 
 from adapters.discord.sink import NO_MENTIONS
 from adapters.discord.translate import channel_ids, conversation_key
+from bot.admin import RESET_ADMIN_ONLY
 from bot.messages import ConversationKey
 
 if TYPE_CHECKING:
@@ -54,6 +55,13 @@ class ChatCommands(app_commands.Group):
         command = interaction.command
         if command is not None and command.name in ADMIN_ONLY and not is_admin:
             raise Refused(NOT_ADMIN)
+        is_dm = interaction.guild_id is None
+        if (
+            command is not None
+            and command.name == "reset"
+            and not self.bot.admin.may_reset(is_admin=is_admin, is_dm=is_dm)
+        ):
+            raise Refused(RESET_ADMIN_ONLY)  # before deferring, so only the caller sees it
         return True
 
     @app_commands.command(description="モデルを切り替えます（管理者のみ）")
@@ -84,11 +92,17 @@ class ChatCommands(app_commands.Group):
     ) -> list[app_commands.Choice[str]]:
         return choices([*self.bot.persona_names(), "none"], current)
 
-    @app_commands.command(description="このチャンネルの会話を新しく始めます")
+    @app_commands.command(
+        description="このチャンネルの会話を新しく始めます（サーバーでは管理者のみ、DM では誰でも）"
+    )
     async def reset(self, interaction: discord.Interaction) -> None:
         # Waits for a reply in progress to be stored, which can take a while.
         await interaction.response.defer()
-        text = await self.bot.admin.reset(_key(interaction))
+        text = await self.bot.admin.reset(
+            _key(interaction),
+            is_admin=self.bot.is_admin_interaction(interaction),
+            is_dm=interaction.guild_id is None,
+        )
         await interaction.followup.send(text, allowed_mentions=NO_MENTIONS)
 
     @app_commands.command(description="このチャンネルで生成中の返事を止めます")

@@ -110,6 +110,7 @@ def to_incoming(
         author_name=message.author.display_name,
         text=text,
         is_admin=is_admin,
+        is_dm=guild is None,
         sent_at=message.created_at,
     )
 

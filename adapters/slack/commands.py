@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.admin import AdminService, first_word
-from bot.errors import NotPermitted, UserFacingError
+from bot.errors import NotPermitted, UserFacingError, shorten
 from bot.messages import ConversationKey
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,8 @@ HELP_TEXT = f"""\
 {COMMAND} help — この説明を表示します"""
 CHANNEL_RESET_TEXT = (
     "チャンネルでは、スレッドごとに別の会話です。メンションすると新しい会話が始まります。"
-    "スレッドの会話をやり直すには、そのスレッドで「@ボット /reset」と送ってください。"
+    "スレッドの会話をやり直すには、そのスレッドで「@ボット /reset」と送ってください"
+    "（みんなで使うチャンネルでは管理者のみ）。"
 )
 
 
@@ -78,7 +79,9 @@ class ChatCommands:
         entry = SUBCOMMANDS.get(request.subcommand)
         if entry is None:
             await respond(
-                Reply(f"「{request.subcommand}」というサブコマンドはありません。\n{HELP_TEXT}")
+                Reply(
+                    f"「{shorten(request.subcommand)}」というサブコマンドはありません。\n{HELP_TEXT}"
+                )
             )
             return
         try:
@@ -108,7 +111,10 @@ class ChatCommands:
     async def reset(self, request: SlashRequest) -> Reply:
         if not request.is_dm:
             return Reply(CHANNEL_RESET_TEXT)
-        return Reply(await self.admin.reset(request.key), public=True)
+        is_admin = await self.is_admin(request.user_id)
+        return Reply(
+            await self.admin.reset(request.key, is_admin=is_admin, is_dm=True), public=True
+        )
 
     async def persona(self, request: SlashRequest) -> Reply:
         if not request.argument:

@@ -107,6 +107,7 @@ def to_incoming(
         author_name=author_name,
         text=to_plain_text(message.text, bot_user_id=bot_user_id, names=names),
         is_admin=is_admin,
+        is_dm=message.in_dm,
         sent_at=message.sent_at,
     )
 

@@ -223,3 +223,25 @@ def test_mistakes_fail_before_loading(tmp_path: Path, change: dict, message: str
     values.update(change)
     with pytest.raises(TrainingError, match=message):
         validate(TrainConfig(**values))
+
+
+def test_the_auto_template_is_the_format_the_bot_serves(
+    tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PROMPT_FORMAT=line serves the demo model in LINE's format, so an adapter trained for it
+    must be trained and recorded in that format too."""
+    monkeypatch.chdir(tmp_path)  # no .env but the environment below
+    monkeypatch.setenv("PROMPT_FORMAT", "line")
+    data = tmp_path / "pairs.jsonl"
+    write_pairs(data)
+    argv = [
+        "train", "--base", "demo", "--data", str(data), "--name", "liner",
+        "--persona-dir", str(tmp_path / "personas"), "--model-cache-dir", str(model_cache),
+        "--device", "cpu", "--dtype", "fp32", "--max-steps", "1", "--eval-fraction", "0",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    file = tmp_path / "personas" / "liner.toml"
+    persona = parse_persona(tomllib.loads(file.read_text(encoding="utf-8")), str(file))
+    options = LoadOptions(device="cpu", dtype="fp32", cache_dir=model_cache, prompt_format="line")
+    served = load_model("demo", options)
+    assert persona.prompt_format == served.prompt_format.name == "line"

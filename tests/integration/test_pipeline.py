@@ -63,7 +63,7 @@ async def test_history_feeds_the_next_prompt_and_reset_starts_afresh(make_app):
     await ask(app, "私の好物は何？")
     second_prompt = app.scripted.prompts[1]
     assert "私の好物はカレーです。" in second_prompt and "はい、覚えました。" in second_prompt
-    reset = await ask(app, "/reset")
+    reset = await ask(app, "/reset", admin=True)
     assert "リセット" in reset.final
     await ask(app, "こんにちは")
     assert "カレー" not in app.scripted.prompts[2]

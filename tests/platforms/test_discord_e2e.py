@@ -21,6 +21,7 @@ from adapters.discord.commands import NO_CONTENT_INTENT_NOTE, NOT_ADMIN, NOT_HER
 from adapters.discord.split import split_reply
 from adapters.discord_adapter import create_bot, serve
 from bot import registry
+from bot.admin import RESET_ADMIN_ONLY
 from bot.bootstrap import App
 from bot.messages import ConversationKey, IncomingMessage, ReplySink
 from tests.platforms.discord_fake_server import (
@@ -467,7 +468,7 @@ async def test_autocomplete_offers_personas_and_models(start_bot, fake) -> None:
     ]
 
 
-async def test_everyone_can_reset_stop_and_see_status(start_bot, fake) -> None:
+async def test_everyone_can_stop_and_see_status_and_admins_reset(start_bot, fake) -> None:
     bot = await start_bot(replies=["覚えました。"])
     await bot.say(message(BOB, mention("覚えておいて")))
     (status,) = await bot.command(interaction(BOB, "status"))
@@ -477,11 +478,34 @@ async def test_everyone_can_reset_stop_and_see_status(start_bot, fake) -> None:
     assert "チャットチャンネル: オフ" in status["data"]["content"]
     (stop,) = await bot.command(interaction(BOB, "stop"))
     assert stop["data"]["content"] == "このチャンネルで生成中の返事はありません。"
-    deferred, done = await bot.command(interaction(BOB, "reset"), responses=2)
+    (refusal,) = await bot.command(interaction(BOB, "reset"))
+    assert refusal["data"]["content"] == RESET_ADMIN_ONLY and refusal["data"]["flags"] == 64
+    await bot.say(message(BOB, mention("/reset")))  # the text command is gated the same way
+    assert fake.messages_in(CHANNEL_ID)[-1].content == RESET_ADMIN_ONLY
+    conversation = bot.app.repository.active_conversation(KEY)
+    assert bot.app.repository.count_messages(conversation) == 2
+    deferred, done = await bot.command(interaction(ALICE, "reset", administrator=True), responses=2)
     assert deferred["type"] == 5
     assert done["content"].startswith("会話をリセットしました")
     conversation = bot.app.repository.active_conversation(KEY)
     assert bot.app.repository.count_messages(conversation) == 0
+
+
+async def test_anyone_resets_their_own_dm(start_bot, fake) -> None:
+    bot = await start_bot(replies=["覚えました。"])
+    await bot.say(message(BOB, "覚えておいて", dm=True))
+    dm_key = ConversationKey("discord", "dm", str(DM_CHANNEL_ID))
+    _deferred, done = await bot.command(interaction(BOB, "reset", dm=True), responses=2)
+    assert done["content"].startswith("会話をリセットしました")
+    assert bot.app.repository.count_messages(bot.app.repository.active_conversation(dm_key)) == 0
+    await bot.say(message(BOB, "/reset", dm=True))
+    assert fake.messages_in(DM_CHANNEL_ID)[-1].content.startswith("会話をリセットしました")
+
+
+async def test_reset_can_be_opened_to_everyone(start_bot, fake) -> None:
+    bot = await start_bot(replies=[], reset_requires_admin=False)
+    _deferred, done = await bot.command(interaction(BOB, "reset"), responses=2)
+    assert done["content"].startswith("会話をリセットしました")
 
 
 async def test_commands_work_in_a_dm(start_bot, fake) -> None:

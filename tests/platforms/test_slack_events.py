@@ -137,14 +137,20 @@ def test_events_the_bot_ignores(event, mention):
 
 
 @pytest.mark.parametrize(
-    ("event", "mention", "is_admin", "expected_text"),
+    ("event", "mention", "is_admin", "expected_text", "is_dm"),
     [
-        (MENTION, True, False, "今日の天気は？"),
-        ({**MENTION, "text": "<@UBOT> <@U0BOB> &amp; 私の分も"}, True, True, "@ボブ & 私の分も"),
-        ({**DM, "text": "<@UBOT|bot>  /reset "}, False, False, "/reset"),
+        (MENTION, True, False, "今日の天気は？", False),
+        (
+            {**MENTION, "text": "<@UBOT> <@U0BOB> &amp; 私の分も"},
+            True,
+            True,
+            "@ボブ & 私の分も",
+            False,
+        ),
+        ({**DM, "text": "<@UBOT|bot>  /reset "}, False, False, "/reset", True),
     ],
 )
-def test_a_raw_event_becomes_an_incoming_message(event, mention, is_admin, expected_text):
+def test_a_raw_event_becomes_an_incoming_message(event, mention, is_admin, expected_text, is_dm):
     message = read_event(event, team_id=TEAM, bot_user_id=BOT, mention=mention)
     assert message is not None
     incoming = to_incoming(
@@ -156,6 +162,7 @@ def test_a_raw_event_becomes_an_incoming_message(event, mention, is_admin, expec
         author_name="アリス",
         text=expected_text,
         is_admin=is_admin,
+        is_dm=is_dm,
         sent_at=datetime.fromtimestamp(float(event["ts"]), UTC),
     )
 

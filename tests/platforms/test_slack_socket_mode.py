@@ -187,3 +187,24 @@ async def test_a_failure_before_the_reply_is_answered_with_an_apology(slack_app,
     assert post.args["thread_ts"] == ROOT
     assert fake.message_text(post.args["ts"]) == APOLOGY
     assert not app.scripted.prompts
+
+
+async def test_reset_by_text_is_for_admins_in_a_thread_and_open_in_a_dm(slack_app, fake):
+    app, adapter = await slack_app(["覚えました。", "DMで覚えました。"])
+    await deliver(fake, mention("覚えておいて", ts=ROOT))
+    await replied(fake, adapter)
+    await deliver(fake, mention("/reset", ts="1700000300.1", thread_ts=ROOT), event_id="Ev2")
+    [_, refusal] = await replied(fake, adapter, 2)
+    assert "管理者" in fake.message_text(refusal.args["ts"])
+    thread = ConversationKey("slack", TEAM, CHANNEL, ROOT)
+    conversation = app.repository.active_conversation(thread)
+    assert app.repository.count_messages(conversation) == 2  # nobody's context was wiped
+
+    dm = {"channel": "D0DM", "channel_type": "im"}
+    await deliver(fake, message("ひみつ", ts="1700000400.1", **dm), event_id="Ev3")
+    await replied(fake, adapter, 3)
+    await deliver(fake, message("/reset", ts="1700000500.1", **dm), event_id="Ev4")
+    [*_, done] = await replied(fake, adapter, 4)
+    assert fake.message_text(done.args["ts"]).startswith("会話をリセットしました")
+    dm_conversation = app.repository.active_conversation(ConversationKey("slack", TEAM, "D0DM"))
+    assert app.repository.count_messages(dm_conversation) == 0

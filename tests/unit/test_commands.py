@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.admin import AdminService, first_word
+from bot.admin import AdminService, first_word, parse_command
 
 
 @pytest.mark.parametrize(
@@ -14,12 +14,32 @@ from bot.admin import AdminService, first_word
         ("/model　demo", True),
         ("/ ", False),
         ("/", False),
-        ("/unknown", False),
+        ("/unknown", True),  # answered with the list of commands, never chatted
+        ("/Set-It_2 x", True),
+        ("/usr/bin/python が動かない", False),
+        ("/ω/", False),
+        ("/1 番目", False),
+        ("/reset。", False),
         ("こんにちは", False),
     ],
 )
 def test_text_commands_are_recognised_without_tripping_on_blanks(text, expected):
     assert AdminService.is_command(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/STATUS", ("status", "")),
+        ("/model　demo", ("model", "demo")),
+        ("/set  temperature 0.5 ", ("set", "temperature 0.5")),
+        ("/foo", ("foo", "")),
+        ("/usr/bin", None),
+        ("/", None),
+    ],
+)
+def test_parse_command(text, expected):
+    assert parse_command(text) == expected
 
 
 @pytest.mark.parametrize(
