@@ -165,6 +165,10 @@ def generate_batch(
             stopping_criteria=StoppingCriteriaList([_stopping_criteria(rows)]),
             eos_token_id=tokenizer.eos_id,
             pad_token_id=pad_id,
+            # Checkpoints saved after training often say `use_cache: false`; without a
+            # generation_config.json transformers would then re-feed the whole sequence at
+            # every step (several times slower, growing with the history).
+            use_cache=True,
             **kwargs,
         )
     ended = time.monotonic()
