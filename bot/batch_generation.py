@@ -3,21 +3,40 @@
 Rows are left-padded; each row streams its own text, stops on its own (end-of-text, an invented
 next turn, its own token limit, cancellation, timeout) and gets its own result. Runs only on
 the model worker's thread.
+
+A failure is kept to the row it belongs to. An error while handling one row's tokens
+(decoding, streaming, stop checks) ends that row with the apology; the others go on. An error
+from `generate` itself (a CUDA error, out of memory) cannot be pinned to a row: every row that
+was still going is run again alone, continuing from the tokens it already has (what its user
+has already seen is never taken back or repeated), and only a row that fails alone too is
+answered with the error.
 """
 
 from __future__ import annotations
 
+import gc
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from bot.errors import (
+    GENERIC_FAILURE_REPLY,
+    OUT_OF_MEMORY_REPLY,
+    GenerationFailed,
+    UserFacingError,
+)
 from bot.lora import BASE
 from bot.model_loader import LoadedModel
 from bot.row_sampling import PerRowSampling, shared_generate_kwargs
 from bot.sampling import SamplingParams
 from bot.tokenizer import IncrementalDecoder
 from bot.worker_types import GenerationHandle, GenerationResult, PreparedPrompt
+
+log = logging.getLogger(__name__)
+
+RowOutcome = GenerationResult | UserFacingError  # a row's reply, or the error it is answered
 
 
 @dataclass
@@ -34,11 +53,21 @@ class Row:
     first_token_at: float | None = None
     finished_at: float | None = None
     stops: tuple[str, ...] = field(default=())
+    error: UserFacingError | None = None
 
     def finish(self, reason: str) -> None:
         if self.finish_reason is None:
             self.finish_reason = reason
             self.finished_at = time.monotonic()
+
+    def fail(self, error: UserFacingError) -> None:
+        if self.finish_reason is None:
+            self.error = error
+            self.finish("error")
+
+    @property
+    def remaining(self) -> int:
+        return self.prepared.params.max_new_tokens - self.new_tokens
 
 
 class BatchStreamer:
@@ -57,19 +86,27 @@ class BatchStreamer:
         for row, token_id in zip(self.rows, value.reshape(-1).tolist(), strict=True):
             if row.finish_reason is not None:
                 continue  # a finished row only receives padding
-            row.first_token_at = row.first_token_at or now
-            row.new_tokens += 1
-            if token_id == self.eos_id:
-                row.finish("eos")
-                continue
-            delta = row.decoder.push(token_id)
-            if delta:
-                row.handle.emit(delta)
-                tail = row.decoder.text[-(len(delta) + max(map(len, row.stops)) + 1) :]
-                if any(stop in tail for stop in row.stops):
-                    row.finish("stop")
-            if row.finish_reason is None and row.new_tokens >= row.prepared.params.max_new_tokens:
-                row.finish("length")
+            try:
+                self._feed(row, token_id, now)
+            except Exception as exc:
+                # A bug or bad data in this row alone: the rest of the batch goes on.
+                log.exception("a row of the batch failed; the other rows go on")
+                row.fail(GenerationFailed(GENERIC_FAILURE_REPLY, detail=str(exc)))
+
+    def _feed(self, row: Row, token_id: int, now: float) -> None:
+        row.first_token_at = row.first_token_at or now
+        row.new_tokens += 1
+        if token_id == self.eos_id:
+            row.finish("eos")
+            return
+        delta = row.decoder.push(token_id)
+        if delta:
+            row.handle.emit(delta)
+            tail = row.decoder.text[-(len(delta) + max(map(len, row.stops)) + 1) :]
+            if any(stop in tail for stop in row.stops):
+                row.finish("stop")
+        if row.finish_reason is None and row.remaining <= 0:
+            row.finish("length")
 
     def end(self) -> None:
         pass
@@ -127,53 +164,32 @@ def generate_batch(
     handles: Sequence[GenerationHandle],
     submitted: Sequence[float],
     timeouts: Sequence[float],
-) -> list[GenerationResult]:
-    """Generate every row. Rows may differ in token limit, temperature, top-p, top-k and
-    repetition penalty (see `_sampling_kwargs`) and adapter; they must share the rest."""
-    import torch
-    from transformers import StoppingCriteriaList
-
+) -> list[RowOutcome]:
+    """Generate every row; each gets its result or, if it failed, the error to answer it with.
+    Rows may differ in token limit, temperature, top-p, top-k and repetition penalty (see
+    `_sampling_kwargs`) and adapter; they must share the rest."""
     started = time.monotonic()
     tokenizer = model.tokenizer
-    pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
     rows = [
         Row(p, h, s, started + t, IncrementalDecoder(tokenizer), stops=(*p.stop_strings, "</s>"))
         for p, h, s, t in zip(prepared, handles, submitted, timeouts, strict=True)
     ]
-    width = max(len(p.ids) for p in prepared)
-    input_ids = torch.full((len(rows), width), pad_id or 0, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, p in enumerate(prepared):
-        input_ids[i, width - len(p.ids) :] = torch.tensor(p.ids, dtype=torch.long)
-        attention[i, width - len(p.ids) :] = 1
-    kwargs = _sampling_kwargs([p.params for p in prepared])
-    kwargs["max_new_tokens"] = max(p.params.max_new_tokens for p in prepared)
     peft = _is_peft(model.model)
     wanted = {p.adapter for p in prepared if p.adapter}
     loaded = set(model.model.peft_config) if peft else set()
     if wanted - loaded:  # never answer a persona's row with the wrong weights
         raise RuntimeError(f"adapters not loaded: {sorted(wanted - loaded)}")
-    if peft:
-        # Each row names its persona's adapter; without this a peft model would apply its
-        # active adapter to every row.
-        kwargs["adapter_names"] = [p.adapter or BASE for p in prepared]
-    with torch.inference_mode():
-        model.model.generate(
-            input_ids=input_ids.to(model.device),
-            attention_mask=attention.to(model.device),
-            streamer=BatchStreamer(rows, tokenizer.eos_id),
-            stopping_criteria=StoppingCriteriaList([_stopping_criteria(rows)]),
-            eos_token_id=tokenizer.eos_id,
-            pad_token_id=pad_id,
-            **kwargs,
-        )
+    _generate_isolated(model, rows)
     ended = time.monotonic()
-    results = []
+    outcomes: list[RowOutcome] = []
     for row in rows:
+        if row.error is not None:
+            outcomes.append(row.error)
+            continue
         row.finish("length")  # generate ran out of steps: the row's own limit or the batch's
         first = row.first_token_at or ended
         done = row.finished_at or ended
-        results.append(
+        outcomes.append(
             GenerationResult(
                 raw_text=row.decoder.text,
                 finish_reason=row.finish_reason or "length",
@@ -188,4 +204,103 @@ def generate_batch(
                 batch_size=len(rows),
             )
         )
-    return results
+    return outcomes
+
+
+def _generate_isolated(model: LoadedModel, rows: Sequence[Row]) -> None:
+    """Run the rows together; if `generate` fails, run each row still going alone."""
+    try:
+        _generate(model, rows)
+        return
+    except Exception as exc:
+        failure = exc
+    going = [row for row in rows if row.finish_reason is None]
+    if len(rows) == 1:
+        _row_failed(rows[0], failure)
+        return
+    if is_out_of_memory(failure):
+        free_cache()
+        log.warning(
+            "out of memory in a batch of %d; going on with its %d unfinished rows one at a time",
+            len(rows),
+            len(going),
+        )
+    else:
+        log.error(
+            "generation failed for a batch of %d; going on with its %d unfinished rows one at "
+            "a time",
+            len(rows),
+            len(going),
+            exc_info=failure,
+        )
+    for row in going:
+        try:
+            _generate(model, [row])
+        except Exception as exc:
+            _row_failed(row, exc)
+
+
+def _row_failed(row: Row, exc: Exception) -> None:
+    if is_out_of_memory(exc):
+        free_cache()
+        log.warning("out of memory while generating; the request was answered with an error")
+        row.fail(GenerationFailed(OUT_OF_MEMORY_REPLY, detail=str(exc)))
+        return
+    log.error("generation failed", exc_info=exc)
+    row.fail(GenerationFailed(GENERIC_FAILURE_REPLY, detail=str(exc)))
+
+
+def _generate(model: LoadedModel, rows: Sequence[Row]) -> None:
+    """One `generate` call for `rows`, each continuing from the tokens it already has (none on
+    the first call)."""
+    import torch
+    from transformers import StoppingCriteriaList
+
+    tokenizer = model.tokenizer
+    pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
+    sequences = [[*row.prepared.ids, *row.decoder.ids] for row in rows]
+    width = max(len(ids) for ids in sequences)
+    input_ids = torch.full((len(rows), width), pad_id or 0, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, ids in enumerate(sequences):
+        input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention[i, width - len(ids) :] = 1
+    kwargs = _sampling_kwargs([row.prepared.params for row in rows])
+    kwargs["max_new_tokens"] = max(row.remaining for row in rows)
+    if _is_peft(model.model):
+        # Each row names its persona's adapter; without this a peft model would apply its
+        # active adapter to every row.
+        kwargs["adapter_names"] = [row.prepared.adapter or BASE for row in rows]
+    with torch.inference_mode():
+        model.model.generate(
+            input_ids=input_ids.to(model.device),
+            attention_mask=attention.to(model.device),
+            streamer=BatchStreamer(rows, tokenizer.eos_id),
+            stopping_criteria=StoppingCriteriaList([_stopping_criteria(rows)]),
+            eos_token_id=tokenizer.eos_id,
+            pad_token_id=pad_id,
+            # Checkpoints saved after training often say `use_cache: false`; without a
+            # generation_config.json transformers would then re-feed the whole sequence at
+            # every step (several times slower, growing with the history).
+            use_cache=True,
+            **kwargs,
+        )
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def free_cache() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -19,10 +19,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bot.bootstrap import bootstrap
 from bot.demo_model import METADATA_FILE, ensure_demo_model
 from bot.messages import ConversationKey, IncomingMessage, NullSink
+from bot.model_loader import LoadedModel
 from bot.prompt_format import Turn
 from bot.settings import Settings
 
@@ -197,19 +199,7 @@ async def _overhead(
         ids = torch.tensor([loaded.tokenizer.encode(prompt)])
 
         def bare(tokens: int, rows: int = 1) -> float:
-            batch = ids.repeat(rows, 1)
-            started = time.perf_counter()
-            with torch.inference_mode():
-                loaded.model.generate(
-                    input_ids=batch,
-                    attention_mask=torch.ones_like(batch),
-                    do_sample=False,
-                    max_new_tokens=tokens,
-                    min_new_tokens=tokens,
-                    pad_token_id=0,
-                    eos_token_id=loaded.tokenizer.eos_id,
-                )
-            return time.perf_counter() - started
+            return bare_generate(loaded, ids, tokens, rows)
 
         try:
             for i in range(repeats + 1):
@@ -231,6 +221,26 @@ async def _overhead(
         finally:
             await app.close()
     return statistics.median(bot_times), statistics.median(bare_times), scaling
+
+
+def bare_generate(loaded: LoadedModel, ids: Any, tokens: int, rows: int = 1) -> float:
+    """Seconds for bare `generate` of exactly `tokens` new tokens for `rows` copies of `ids`."""
+    import torch
+
+    batch = ids.repeat(rows, 1)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        loaded.model.generate(
+            input_ids=batch,
+            attention_mask=torch.ones_like(batch),
+            do_sample=False,
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            pad_token_id=0,
+            eos_token_id=loaded.tokenizer.eos_id,
+            use_cache=True,  # as the bot generates, whatever the checkpoint's config says
+        )
+    return time.perf_counter() - started
 
 
 def _machine() -> str:

@@ -3,6 +3,14 @@ anything that is not a `UserFacingError` is a bug, logged with its traceback."""
 
 from __future__ import annotations
 
+OUT_OF_MEMORY_REPLY = (
+    "メモリが足りず返事を作れませんでした。短いメッセージにするか、/reset で会話を"
+    "新しくしてからもう一度お試しください。"
+)
+GENERIC_FAILURE_REPLY = (
+    "申し訳ありません、返事を作る途中でエラーが起きました。もう一度お試しください。"
+)
+
 
 class UserFacingError(Exception):
     """An error whose `user_message` is safe and useful to show in the chat."""

@@ -6,6 +6,7 @@ first resolved to its downloaded snapshot. Called only on the model worker's thr
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import re
@@ -26,6 +27,10 @@ from bot.tokenizer import Tokenizer, load_tokenizer
 log = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_HUB_NAME_MAX = 96  # the Hub's limit for an organisation or repository name
+_SHOWN_CHARS = 60  # a name or path echoed in a message is cut to about this
+_TOKENIZER = ("spiece.model", "tokenizer.json", "vocab.txt", "tokenizer_config.json")
+_WEIGHTS = ("*.safetensors",)
 _WEIGHT_PATTERNS = ["*.json", "*.model", "*.txt", "*.safetensors", "tokenizer*"]
 _OFFLINE_HINT = (
     "ネットワークのない環境では MODEL=demo（同梱のデモモデル）か、"
@@ -114,6 +119,22 @@ def quantization_config(quantization: str, device: str, dtype: Any) -> Any:
     )
 
 
+def shorten(name: str, limit: int = _SHOWN_CHARS) -> str:
+    """`name` as a message echoes it: a pasted paragraph or a deep path is cut in the middle,
+    keeping both ends (a path's last part names the model)."""
+    if len(name) <= limit:
+        return name
+    half = (limit - 1) // 2
+    return f"{name[:half]}…{name[-half:]}"
+
+
+def _name_too_long(spec: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"モデル名が長すぎます（{len(spec)} 文字: {shorten(spec, 30)}）。Hugging Face の ID（例: "
+        "rinna/japanese-gpt-neox-3.6b-instruction-ppo）かフォルダのパスを指定してください。"
+    )
+
+
 def resolve_folder(spec: str, options: LoadOptions) -> Path:
     """The local folder holding the model named by `spec`."""
     spec = spec.strip()
@@ -123,16 +144,28 @@ def resolve_folder(spec: str, options: LoadOptions) -> Path:
     if entry is not None:
         spec = entry.hub_id
     path = Path(spec).expanduser()
-    if path.exists():
+    try:
+        exists = path.exists()
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise _name_too_long(spec) from exc
+        raise ModelLoadError(
+            f"フォルダ {shorten(str(path))} を開けません（{exc.strerror or type(exc).__name__}）。",
+            detail=str(exc),
+        ) from exc
+    if exists:
         if not (path / "config.json").exists():
             raise ModelLoadError(
-                f"フォルダ {path} に config.json がありません。モデルのフォルダを指定してください。"
+                f"フォルダ {shorten(str(path))} に config.json がありません。"
+                "モデルのフォルダを指定してください。"
             )
         return path
+    if _HUB_ID.match(spec) and max(len(part) for part in spec.split("/")) > _HUB_NAME_MAX:
+        raise _name_too_long(spec)
     if not _HUB_ID.match(spec):
         raise ModelLoadError(
-            f"モデル「{spec}」が見つかりません。Hugging Face の ID（例: rinna/japanese-gpt-neox-3.6b-"
-            f"instruction-ppo）かフォルダのパスを指定してください。{_OFFLINE_HINT}"
+            f"モデル「{shorten(spec)}」が見つかりません。Hugging Face の ID（例: rinna/japanese-"
+            f"gpt-neox-3.6b-instruction-ppo）かフォルダのパスを指定してください。{_OFFLINE_HINT}"
         )
     return _download(spec, options)
 
@@ -162,7 +195,43 @@ def _download(repo_id: str, options: LoadOptions) -> Path:
 
 def _metadata(folder: Path) -> dict[str, Any]:
     file = folder / METADATA_FILE
-    return json.loads(file.read_text(encoding="utf-8")) if file.exists() else {}
+    return read_json_file(file) if file.exists() else {}
+
+
+def read_json_file(file: Path) -> dict[str, Any]:
+    """The JSON object in one of the model folder's files; a ModelLoadError naming the file if
+    it cannot be read (transformers' own errors do not say which file was bad)."""
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        reason = "UTF-8 のテキストではありません"
+    except json.JSONDecodeError as exc:
+        reason = f"JSON として {exc.lineno} 行目が正しくありません"
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    else:
+        if isinstance(value, dict):
+            return value
+        reason = "中身が JSON のオブジェクトではありません"
+    raise ModelLoadError(
+        f"モデルのフォルダ {shorten(str(file.parent))} の {file.name} を読み込めません"
+        f"（{reason}）。ファイルを直すか、モデルをダウンロードし直してください。"
+    )
+
+
+def _check_folder(folder: Path) -> None:
+    """Fail with a message naming the file for what transformers reports only vaguely."""
+    read_json_file(folder / "config.json")
+    if not any(any(folder.glob(pattern)) for pattern in ("*.safetensors", "*.bin")):
+        raise ModelLoadError(
+            f"モデルのフォルダ {shorten(str(folder))} に重みファイル（*.safetensors か *.bin）が"
+            "ありません。ダウンロードし直してください。"
+        )
+
+
+def _files(folder: Path, patterns: tuple[str, ...]) -> str:
+    names = sorted({p.name for pattern in patterns for p in folder.glob(pattern)})
+    return "、".join(names[:3]) + ("…" if len(names) > 3 else "") if names else "なし"
 
 
 @contextmanager
@@ -181,14 +250,35 @@ def _quiet_progress(quiet: bool) -> Iterator[None]:
 
 
 def load_model(spec: str, options: LoadOptions) -> LoadedModel:
-    """Load model and tokenizer; every failure becomes a ModelLoadError saying what to change."""
+    """Load model and tokenizer; every failure becomes a ModelLoadError saying what to change,
+    so a bad `/model` name or a damaged folder never costs the model that is serving."""
+    try:
+        return _load_model(spec, options)
+    except ModelLoadError as exc:
+        log.warning(
+            "could not load model %s: %s", shorten(spec), shorten(str(exc.__cause__ or exc), 300)
+        )
+        raise
+    except Exception as exc:
+        # Not a failure we know: keep the traceback for the operator, answer the user clearly.
+        log.warning("could not load model %s", shorten(spec), exc_info=True)
+        raise ModelLoadError(
+            f"モデル「{shorten(spec)}」を読み込めませんでした（{type(exc).__name__}）。"
+            "フォルダの中身が揃っているか確かめてください。",
+            detail=str(exc),
+        ) from exc
+
+
+def _load_model(spec: str, options: LoadOptions) -> LoadedModel:
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
     quantization = quantization_config(options.quantization, device, dtype)
     folder = resolve_folder(spec, options)
+    _check_folder(folder)
     meta = _metadata(folder)
     entry = find_entry(spec)
     extra: dict[str, Any] = {}
@@ -196,17 +286,32 @@ def load_model(spec: str, options: LoadOptions) -> LoadedModel:
         extra = {"quantization_config": quantization, "device_map": {"": 0}}
     try:
         tokenizer = load_tokenizer(folder)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        raise ModelLoadError(
+            f"モデルのフォルダ {shorten(str(folder))} のトークナイザ（{_files(folder, _TOKENIZER)}）"
+            f"を読み込めません（{type(exc).__name__}）。モデルをダウンロードし直してください。",
+            detail=str(exc),
+        ) from exc
+    try:
         with _quiet_progress(bool(meta.get("demo"))):
             model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **extra)
         if quantization is None:
             model.to(device)  # where a GPU runs out of memory, if it does
     except torch.OutOfMemoryError as exc:
         raise ModelLoadError(
-            f"モデル「{spec}」を読み込むメモリが足りません。小さいモデルか DTYPE=fp16/bf16 を試してください。"
+            f"モデル「{shorten(spec)}」を読み込むメモリが足りません。小さいモデルか "
+            "DTYPE=fp16/bf16 を試してください。"
+        ) from exc
+    except SafetensorError as exc:
+        raise ModelLoadError(
+            f"モデルのフォルダ {shorten(str(folder))} の重みファイル（{_files(folder, _WEIGHTS)}）を"
+            "読み込めません。壊れているか途中までしかありません。ダウンロードし直してください。",
+            detail=str(exc),
         ) from exc
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(
-            f"モデル「{spec}」を読み込めませんでした: {type(exc).__name__}: {str(exc)[:200]}",
+            f"モデル「{shorten(spec)}」を読み込めませんでした: {type(exc).__name__}: "
+            f"{str(exc)[:200]}",
             detail=str(exc),
         ) from exc
     if entry is not None and entry.lower_case and hasattr(tokenizer, "lower_case"):

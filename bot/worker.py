@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import queue
 import threading
@@ -23,8 +22,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bot.batch_generation import generate_batch
-from bot.errors import GenerationFailed, ModelLoadError, UserFacingError
+from bot.batch_generation import free_cache, generate_batch
+from bot.errors import (
+    GENERIC_FAILURE_REPLY,
+    OUT_OF_MEMORY_REPLY,
+    GenerationFailed,
+    ModelLoadError,
+    UserFacingError,
+)
 from bot.lora import AdapterCache
 from bot.model_loader import LoadedModel
 from bot.worker_types import GenerationHandle, GenerationResult, PreparedPrompt, PromptBuilder
@@ -42,14 +47,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-OUT_OF_MEMORY_REPLY = (
-    "メモリが足りず返事を作れませんでした。短いメッセージにするか、/reset で会話を"
-    "新しくしてからもう一度お試しください。"
-)
-GENERIC_FAILURE_REPLY = (
-    "申し訳ありません、返事を作る途中でエラーが起きました。もう一度お試しください。"
-)
 
 
 class Busy(UserFacingError):
@@ -346,39 +343,25 @@ class ModelWorker:
         model = self.current
         assert model is not None
         started = time.monotonic()
-        try:
-            results = generate_batch(
-                model,
-                [job.prepared for job in batch],  # type: ignore[misc]
-                [job.handle for job in batch],
-                [job.submitted for job in batch],
-                [job.timeout_s for job in batch],
-            )
-        except Exception as exc:
-            self._batch_failed(batch, exc)
-            return
+        # Failures of single rows, and of `generate` itself (out of memory included), are
+        # answered row by row inside generate_batch; what escapes it is a bug for every row.
+        outcomes = generate_batch(
+            model,
+            [job.prepared for job in batch],  # type: ignore[misc]
+            [job.handle for job in batch],
+            [job.submitted for job in batch],
+            [job.timeout_s for job in batch],
+        )
         self.batch_sizes.append(len(batch))
+        results = [o for o in outcomes if isinstance(o, GenerationResult)]
         new_tokens = sum(r.new_tokens for r in results)
         self.tokens_generated += new_tokens
         self._recent.append((time.monotonic(), new_tokens, time.monotonic() - started))
-        for job, result in zip(batch, results, strict=True):
-            job.handle.finish(result)
-
-    def _batch_failed(self, batch: list[_Generate], exc: Exception) -> None:
-        if not _is_out_of_memory(exc):
-            log.exception("generation failed", exc_info=exc)
-            for job in batch:
-                job.handle.finish(None, GenerationFailed(GENERIC_FAILURE_REPLY, detail=str(exc)))
-            return
-        _free_cache()
-        if len(batch) > 1 and not any(job.handle.emitted for job in batch):
-            log.warning("out of memory with a batch of %d; retrying one at a time", len(batch))
-            for job in batch:
-                self._run_batch([job])
-            return
-        log.warning("out of memory while generating; the request was answered with an error")
-        for job in batch:
-            job.handle.finish(None, GenerationFailed(OUT_OF_MEMORY_REPLY, detail=str(exc)))
+        for job, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, GenerationResult):
+                job.handle.finish(outcome)
+            else:
+                job.handle.finish(None, outcome)
 
     def _run_call(self, job: _Call) -> None:
         try:
@@ -411,28 +394,9 @@ def _cancelled(model: LoadedModel, job: _Generate) -> GenerationResult:
     )
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    import torch
-
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text
-    )
-
-
-def _free_cache() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def _release(model: LoadedModel) -> None:
     model.model = None
-    _free_cache()
+    free_cache()
 
 
 def memory_in_use(model: LoadedModel | None) -> str:

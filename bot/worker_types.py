@@ -54,7 +54,6 @@ class GenerationHandle:
         self._result: asyncio.Future[GenerationResult] = loop.create_future()
         self.cancel_event = threading.Event()
         self.position = 0  # requests ahead of this one when it was queued
-        self.emitted = False  # set once any text was streamed
 
     def cancel(self) -> None:
         """Ask the worker to stop this generation; it ends within a token."""
@@ -73,7 +72,6 @@ class GenerationHandle:
             self._loop.call_soon_threadsafe(callback, *args)
 
     def emit(self, delta: str) -> None:
-        self.emitted = True
         self._send(self._deltas.put_nowait, delta)
 
     def finish(self, result: GenerationResult | None, error: BaseException | None = None) -> None:
