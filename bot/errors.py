@@ -22,9 +22,13 @@ class UserFacingError(Exception):
 
 def shorten(name: str, limit: int = 40) -> str:
     """A name a user typed, echoed in a reply: a 10,000-character name must not flood the chat
-    (or exceed a platform's message limit)."""
+    (or exceed a platform's message limit). Cut in the middle, keeping both ends: a path's last
+    part names the model."""
     name = " ".join(name.split())
-    return name if len(name) <= limit else name[: limit - 1] + "…"
+    if len(name) <= limit:
+        return name
+    half = (limit - 1) // 2
+    return f"{name[:half]}…{name[-half:]}"
 
 
 class InvalidMessage(UserFacingError):

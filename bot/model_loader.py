@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.demo_model import DEMO_NAME, METADATA_FILE, ensure_demo_model
-from bot.errors import ModelLoadError
+from bot.errors import ModelLoadError, shorten
 from bot.model_identity import detect
 from bot.prompt_format import PromptFormat
 from bot.registry import find_entry
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _HUB_NAME_MAX = 96  # the Hub's limit for an organisation or repository name
-_SHOWN_CHARS = 60  # a name or path echoed in a message is cut to about this
 _TOKENIZER = ("spiece.model", "tokenizer.json", "vocab.txt", "tokenizer_config.json")
 _WEIGHTS = ("*.safetensors",)
 _WEIGHT_PATTERNS = ["*.json", "*.model", "*.txt", "*.safetensors", "tokenizer*"]
@@ -119,15 +118,6 @@ def quantization_config(quantization: str, device: str, dtype: Any) -> Any:
     )
 
 
-def shorten(name: str, limit: int = _SHOWN_CHARS) -> str:
-    """`name` as a message echoes it: a pasted paragraph or a deep path is cut in the middle,
-    keeping both ends (a path's last part names the model)."""
-    if len(name) <= limit:
-        return name
-    half = (limit - 1) // 2
-    return f"{name[:half]}…{name[-half:]}"
-
-
 def _name_too_long(spec: str) -> ModelLoadError:
     return ModelLoadError(
         f"モデル名が長すぎます（{len(spec)} 文字: {shorten(spec, 30)}）。Hugging Face の ID（例: "
@@ -150,13 +140,13 @@ def resolve_folder(spec: str, options: LoadOptions) -> Path:
         if exc.errno == errno.ENAMETOOLONG:
             raise _name_too_long(spec) from exc
         raise ModelLoadError(
-            f"フォルダ {shorten(str(path))} を開けません（{exc.strerror or type(exc).__name__}）。",
+            f"フォルダ {shorten(str(path), 60)} を開けません（{exc.strerror or type(exc).__name__}）。",
             detail=str(exc),
         ) from exc
     if exists:
         if not (path / "config.json").exists():
             raise ModelLoadError(
-                f"フォルダ {shorten(str(path))} に config.json がありません。"
+                f"フォルダ {shorten(str(path), 60)} に config.json がありません。"
                 "モデルのフォルダを指定してください。"
             )
         return path
@@ -164,7 +154,7 @@ def resolve_folder(spec: str, options: LoadOptions) -> Path:
         raise _name_too_long(spec)
     if not _HUB_ID.match(spec):
         raise ModelLoadError(
-            f"モデル「{shorten(spec)}」が見つかりません。Hugging Face の ID（例: rinna/japanese-"
+            f"モデル「{shorten(spec, 60)}」が見つかりません。Hugging Face の ID（例: rinna/japanese-"
             f"gpt-neox-3.6b-instruction-ppo）かフォルダのパスを指定してください。{_OFFLINE_HINT}"
         )
     return _download(spec, options)
@@ -214,7 +204,7 @@ def read_json_file(file: Path) -> dict[str, Any]:
             return value
         reason = "中身が JSON のオブジェクトではありません"
     raise ModelLoadError(
-        f"モデルのフォルダ {shorten(str(file.parent))} の {file.name} を読み込めません"
+        f"モデルのフォルダ {shorten(str(file.parent), 60)} の {file.name} を読み込めません"
         f"（{reason}）。ファイルを直すか、モデルをダウンロードし直してください。"
     )
 
@@ -224,7 +214,7 @@ def _check_folder(folder: Path) -> None:
     read_json_file(folder / "config.json")
     if not any(any(folder.glob(pattern)) for pattern in ("*.safetensors", "*.bin")):
         raise ModelLoadError(
-            f"モデルのフォルダ {shorten(str(folder))} に重みファイル（*.safetensors か *.bin）が"
+            f"モデルのフォルダ {shorten(str(folder), 60)} に重みファイル（*.safetensors か *.bin）が"
             "ありません。ダウンロードし直してください。"
         )
 
@@ -256,14 +246,14 @@ def load_model(spec: str, options: LoadOptions) -> LoadedModel:
         return _load_model(spec, options)
     except ModelLoadError as exc:
         log.warning(
-            "could not load model %s: %s", shorten(spec), shorten(str(exc.__cause__ or exc), 300)
+            "could not load model %s: %s", shorten(spec, 60), shorten(str(exc.__cause__ or exc), 300)
         )
         raise
     except Exception as exc:
         # Not a failure we know: keep the traceback for the operator, answer the user clearly.
-        log.warning("could not load model %s", shorten(spec), exc_info=True)
+        log.warning("could not load model %s", shorten(spec, 60), exc_info=True)
         raise ModelLoadError(
-            f"モデル「{shorten(spec)}」を読み込めませんでした（{type(exc).__name__}）。"
+            f"モデル「{shorten(spec, 60)}」を読み込めませんでした（{type(exc).__name__}）。"
             "フォルダの中身が揃っているか確かめてください。",
             detail=str(exc),
         ) from exc
@@ -288,7 +278,7 @@ def _load_model(spec: str, options: LoadOptions) -> LoadedModel:
         tokenizer = load_tokenizer(folder)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise ModelLoadError(
-            f"モデルのフォルダ {shorten(str(folder))} のトークナイザ（{_files(folder, _TOKENIZER)}）"
+            f"モデルのフォルダ {shorten(str(folder), 60)} のトークナイザ（{_files(folder, _TOKENIZER)}）"
             f"を読み込めません（{type(exc).__name__}）。モデルをダウンロードし直してください。",
             detail=str(exc),
         ) from exc
@@ -299,18 +289,18 @@ def _load_model(spec: str, options: LoadOptions) -> LoadedModel:
             model.to(device)  # where a GPU runs out of memory, if it does
     except torch.OutOfMemoryError as exc:
         raise ModelLoadError(
-            f"モデル「{shorten(spec)}」を読み込むメモリが足りません。小さいモデルか "
+            f"モデル「{shorten(spec, 60)}」を読み込むメモリが足りません。小さいモデルか "
             "DTYPE=fp16/bf16 を試してください。"
         ) from exc
     except SafetensorError as exc:
         raise ModelLoadError(
-            f"モデルのフォルダ {shorten(str(folder))} の重みファイル（{_files(folder, _WEIGHTS)}）を"
+            f"モデルのフォルダ {shorten(str(folder), 60)} の重みファイル（{_files(folder, _WEIGHTS)}）を"
             "読み込めません。壊れているか途中までしかありません。ダウンロードし直してください。",
             detail=str(exc),
         ) from exc
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(
-            f"モデル「{shorten(spec)}」を読み込めませんでした: {type(exc).__name__}: "
+            f"モデル「{shorten(spec, 60)}」を読み込めませんでした: {type(exc).__name__}: "
             f"{str(exc)[:200]}",
             detail=str(exc),
         ) from exc
