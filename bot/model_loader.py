@@ -56,6 +56,7 @@ class LoadedModel:
     parameters: int
     sampling_defaults: SamplingParams = field(default_factory=SamplingParams)
     quantization: str = "none"
+    supports_lora: bool = True  # False for families peft cannot adapt (GPTSAN)
 
 
 def resolve_device(requested: str) -> str:
@@ -178,6 +179,24 @@ def _quiet_progress(quiet: bool) -> Iterator[None]:
         hf_logging.enable_progress_bar()
 
 
+def _is_gptsan(spec: str, folder: Path | None) -> bool:
+    from bot.models.gptsan.loading import is_gptsan_folder
+
+    entry = find_entry(spec)
+    if entry is not None:
+        return entry.tokenizer == "gptsan"
+    if folder is None:
+        path = Path(spec.strip()).expanduser()
+        folder = path if path.is_dir() else None
+    return folder is not None and is_gptsan_folder(folder)
+
+
+def _load_gptsan(spec: str, options: LoadOptions, device: str, dtype: Any) -> LoadedModel:
+    from bot.models.gptsan.serving import load_gptsan_model
+
+    return load_gptsan_model(spec, options, device, dtype)
+
+
 def load_model(spec: str, options: LoadOptions) -> LoadedModel:
     """Load model and tokenizer; every failure becomes a ModelLoadError saying what to change."""
     import torch
@@ -185,8 +204,12 @@ def load_model(spec: str, options: LoadOptions) -> LoadedModel:
 
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
+    if _is_gptsan(spec, None):  # transformers 5 dropped GPTSAN; the project has its own
+        return _load_gptsan(spec, options, device, dtype)
     quantization = quantization_config(options.quantization, device, dtype)
     folder = resolve_folder(spec, options)
+    if _is_gptsan(spec, folder):  # a hub id the catalogue does not name
+        return _load_gptsan(spec, options, device, dtype)
     meta = _metadata(folder)
     entry = find_entry(spec)
     extra: dict[str, Any] = {}
