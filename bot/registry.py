@@ -238,7 +238,7 @@ def format_catalogue() -> str:
         "Any other hub id or local folder also works (PROMPT_FORMAT=auto|rinna|line|plain)."
     )
     lines.append(
-        "gptsan runs on the project's own GPTSAN code (transformers 5 dropped it); 8-bit/4-bit "
+        "GPTSAN runs on the project's own GPTSAN code (transformers 5 dropped it); 8-bit/4-bit "
         "and LoRA personas are not available for it."
     )
     return "\n".join(lines)

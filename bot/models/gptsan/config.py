@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from transformers import PreTrainedConfig
 
@@ -18,7 +18,10 @@ class GPTSanConfig(PreTrainedConfig):
 
     model_type = MODEL_TYPE
     # generate() sizes its cache from num_hidden_layers.
-    attribute_map = {"num_hidden_layers": "num_layers", "hidden_size": "d_model"}
+    attribute_map: ClassVar[dict[str, str]] = {
+        "num_hidden_layers": "num_layers",
+        "hidden_size": "d_model",
+    }
 
     vocab_size: int = 36000
     max_position_embeddings: int = 1280

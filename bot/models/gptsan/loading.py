@@ -99,5 +99,7 @@ def load_tokenizer(folder: Path) -> GPTSanTokenizer:
     folder = Path(folder)
     for name in (VOCAB_FILE, EMOJI_FILE):
         if not (folder / name).exists():
-            raise ModelLoadError(f"フォルダ {folder} に GPTSAN のトークナイザー（{name}）がありません。")
+            raise ModelLoadError(
+                f"フォルダ {folder} に GPTSAN のトークナイザー（{name}）がありません。"
+            )
     return GPTSanTokenizer.from_folder(folder)

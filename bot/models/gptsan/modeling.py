@@ -260,7 +260,6 @@ class GPTSanForGeneration(PreTrainedModel, GenerationMixin):
     config_class = GPTSanConfig
     base_model_prefix = "gptsan"
     main_input_name = "input_ids"
-    _no_split_modules = ["Block"]
 
     def __init__(self, config: GPTSanConfig) -> None:
         super().__init__(config)

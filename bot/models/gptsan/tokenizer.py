@@ -192,7 +192,9 @@ class GPTSanTokenizer:
         tokens: list[str] = []
         start = 0
         for match in self._special.finditer(text) if self._special else ():
-            tokens += scan(normalise(text[start : match.start()], self.emoji), self.vocab, self.longest)
+            tokens += scan(
+                normalise(text[start : match.start()], self.emoji), self.vocab, self.longest
+            )
             tokens.append(match.group(0))
             start = match.end()
         tokens += scan(normalise(text[start:], self.emoji), self.vocab, self.longest)
