@@ -112,3 +112,12 @@ def test_the_catalogue_entry_loads_with_its_context_and_defaults(monkeypatch, gp
     assert loaded.context_length == 1280
     assert loaded.prompt_format is GPTSAN
     assert loaded.sampling_defaults.repetition_penalty == 1.1
+
+
+def test_persona_training_refuses_gptsan_as_a_base(gptsan_folder):
+    from persona.training import TrainConfig, TrainingError, load_base
+
+    load = LoadOptions(device="cpu", dtype="fp32")
+    config = TrainConfig(base=str(gptsan_folder), data=Path("x"), name="x", load=load)
+    with pytest.raises(TrainingError, match="LoRA"):
+        load_base(config)
