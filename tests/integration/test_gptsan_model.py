@@ -196,3 +196,20 @@ def test_the_loader_serves_a_gptsan_folder_with_its_own_parts():
     assert loaded.context_length == 48  # max_position_embeddings, for a folder not in the catalogue
     assert not loaded.supports_lora
     assert loaded.tokenizer.eos_id == loaded.model.config.eos_token_id
+
+
+@pytest.mark.parametrize(
+    ("config_text", "expected"),
+    [
+        ('{"model_type": "gptsan-japanese"}', True),
+        ('{"architectures": ["GPTSanJapaneseForConditionalGeneration"]}', True),
+        ('{"model_type": "gpt_neox"}', False),
+        ("{not json", False),  # left for the general loader to report
+    ],
+)
+def test_gptsan_folders_are_recognised_by_their_config(tmp_path, config_text, expected):
+    from bot.models.gptsan.loading import is_gptsan_folder
+
+    (tmp_path / "config.json").write_text(config_text, encoding="utf-8")
+    assert is_gptsan_folder(tmp_path) is expected
+    assert is_gptsan_folder(tmp_path / "missing") is False

@@ -21,8 +21,12 @@ _TIED = "lm_head.weight"  # .bin files repeat the embedding under this name
 
 
 def is_gptsan_folder(folder: Path) -> bool:
-    config = Path(folder) / "config.json"
-    return config.exists() and is_gptsan_config(read_config(folder))
+    """True for a folder whose config.json names GPTSAN (an unreadable one is left to the
+    general loader to report)."""
+    try:
+        return is_gptsan_config(read_config(folder))
+    except (OSError, ValueError):
+        return False
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -48,8 +52,15 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
         if file.suffix == ".safetensors":
             state.update(load_file(str(file)))
         else:
-            state.update(torch.load(file, map_location="cpu", weights_only=True))
+            state.update(_torch_load(file))
     return state
+
+
+def _torch_load(file: Path) -> dict[str, torch.Tensor]:
+    try:  # memory-mapped: the file is not read into memory twice
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # files from before torch 1.6 cannot be mapped
+        return torch.load(file, map_location="cpu", weights_only=True)
 
 
 def check_weights(expected: dict[str, torch.Size], state: dict[str, torch.Tensor]) -> None:
@@ -91,7 +102,9 @@ def load_gptsan(folder: Path, dtype: torch.dtype, device: str) -> GPTSanForGener
     state = read_weights(folder)
     check_weights(expected, state)
     state.pop(_TIED, None)
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    for name in list(state):  # one tensor at a time: never two full copies of the weights
+        state[name] = state[name].to(dtype)
+    model.load_state_dict(state, strict=True, assign=True)
     return model.to(device).eval().requires_grad_(False)
 
 

@@ -18,6 +18,7 @@ QUANTIZATION_REFUSED = (
 
 def load_gptsan_model(spec: str, options: LoadOptions, device: str, dtype: Any) -> LoadedModel:
     import torch
+    from safetensors import SafetensorError
 
     from bot.models.gptsan.loading import load_gptsan, load_tokenizer
 
@@ -32,7 +33,7 @@ def load_gptsan_model(spec: str, options: LoadOptions, device: str, dtype: Any) 
         raise ModelLoadError(
             f"モデル「{spec}」を読み込むメモリが足りません。DTYPE=fp16/bf16 の GPU を試してください。"
         ) from exc
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         raise ModelLoadError(
             f"モデル「{spec}」を読み込めませんでした: {type(exc).__name__}: {str(exc)[:200]}",
             detail=str(exc),
