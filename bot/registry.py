@@ -19,7 +19,7 @@ class ModelEntry:
     tokenizer: str  # sentencepiece | bpe | gpt-neox-japanese | gptsan
     parameters_b: float
     context_length: int
-    prompt_format: str  # rinna | line | plain
+    prompt_format: str  # rinna | line | plain | gptsan
     sampling: SamplingParams
     special_ids: dict[str, int] = field(default_factory=dict)
     notes: str = ""
@@ -195,7 +195,7 @@ CATALOGUE: tuple[ModelEntry, ...] = (
         1280,
         "gptsan",
         _GPTSAN,
-        {"pad": 35995, "eos": 35999},  # config.json defaults of transformers 4.x,
+        {"pad": 35995, "eos": 35999},  # config.json defaults of transformers 4.x
         "Switch Transformer prefix-LM; no 8-bit/4-bit, no LoRA personas",
         quantizable=False,
     ),
