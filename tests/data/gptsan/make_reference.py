@@ -33,8 +33,26 @@ HERE = Path(__file__).resolve().parent
 # Two- and three-character words the scanner may pick (it looks at most three characters ahead
 # unless the text starts with "<"); a few come after their first character, so the rule "the
 # lowest id among the candidates wins" (not "the longest") decides between them.
-EARLY_WORDS = ["こんにちは"[:3], "にちは", "です", "ます", "今日", "天気", "元気", "ありが", "とう",
-               "ござい", "ました", "よろし", "くね", "お願い", "します", "ちょっ", "いい", "雨が"]
+EARLY_WORDS = [
+    "こんにちは"[:3],
+    "にちは",
+    "です",
+    "ます",
+    "今日",
+    "天気",
+    "元気",
+    "ありが",
+    "とう",
+    "ござい",
+    "ました",
+    "よろし",
+    "くね",
+    "お願い",
+    "します",
+    "ちょっ",
+    "いい",
+    "雨が",
+]
 CHARS = (
     "あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめもやゆよらりるれろわをん"
     "がぎぐげござじずぜぞだぢづでどばびぶべぼぱぴぷぺぽっゃゅょー"
@@ -46,8 +64,14 @@ LATE_WORDS = ["今は", "何時", "日本", "本語", "話す", "会社員"]
 VARIANTS = ["です,デス", "ござい,ゴザイ"]
 MARKUP = ["<SP>", "<BR>", "<TAB>", "<BLOCK>", "<KIGOU>", "<U2000U2BFF>", "<URL>", "<EMAIL>"]
 EMOJI = {"😀": "<|emoji1|>", "🍣": "<|emoji2|>", "❤️": "<|emoji3|>"}
-SPECIALS = ["<|bagoftoken|>", "<|separator|>", "<|startoftext|>", "<|nottoken|>",
-            "<|segmenter|>", "<|endoftext|>"]
+SPECIALS = [
+    "<|bagoftoken|>",
+    "<|separator|>",
+    "<|startoftext|>",
+    "<|nottoken|>",
+    "<|segmenter|>",
+    "<|endoftext|>",
+]
 
 
 def vocabulary() -> list[str]:
@@ -90,7 +114,11 @@ TEXTS = [
     "<タグではない",
     "おはようございます！ありがとうございました。よろしくね。",
 ]
-PREFIXES = [("はい、元気です。", "こんにちは、元気ですか？"), ("雨が降るかも", "明日の天気は？"), ("", "後")]
+PREFIXES = [
+    ("はい、元気です。", "こんにちは、元気ですか？"),
+    ("雨が降るかも", "明日の天気は？"),
+    ("", "後"),
+]
 # Ids whose decoding exercises byte runs, <|bagoftoken|>, markup and special tokens.
 DECODE_CASES = [
     ["日", "<|bagoftoken|>"],
@@ -106,28 +134,36 @@ def tokenizer_reference(tokenizer: GPTSanJapaneseTokenizer) -> dict:
     cases = []
     for text in TEXTS:
         encoded = tokenizer(text)
-        cases.append({
-            "text": text,
-            "input_ids": encoded["input_ids"],
-            "token_type_ids": encoded["token_type_ids"],
-            "decoded": tokenizer.decode(encoded["input_ids"], clean_up_tokenization_spaces=False),
-        })
+        cases.append(
+            {
+                "text": text,
+                "input_ids": encoded["input_ids"],
+                "token_type_ids": encoded["token_type_ids"],
+                "decoded": tokenizer.decode(
+                    encoded["input_ids"], clean_up_tokenization_spaces=False
+                ),
+            }
+        )
     prefixed = []
     for text, prefix in PREFIXES:
         encoded = tokenizer(text, prefix_text=prefix)
-        prefixed.append({
-            "text": text,
-            "prefix_text": prefix,
-            "input_ids": encoded["input_ids"],
-            "token_type_ids": encoded["token_type_ids"],
-        })
+        prefixed.append(
+            {
+                "text": text,
+                "prefix_text": prefix,
+                "input_ids": encoded["input_ids"],
+                "token_type_ids": encoded["token_type_ids"],
+            }
+        )
     decodes = []
     for tokens in DECODE_CASES:
         ids = tokenizer.convert_tokens_to_ids(tokens)
-        decodes.append({
-            "ids": ids,
-            "decoded": tokenizer.decode(ids, clean_up_tokenization_spaces=False),
-        })
+        decodes.append(
+            {
+                "ids": ids,
+                "decoded": tokenizer.decode(ids, clean_up_tokenization_spaces=False),
+            }
+        )
     return {"encode": cases, "prefixed": prefixed, "decode": decodes}
 
 
@@ -177,7 +213,9 @@ def build_checkpoint(folder: Path, seed: int, *, ext: bool, spout: bool, fp16: b
 
 
 def logits_and_generation(folder: Path, tokenizer, spout_dim: int, seed: int) -> tuple[dict, list]:
-    model = GPTSanJapaneseForConditionalGeneration.from_pretrained(folder, torch_dtype=torch.float32)
+    model = GPTSanJapaneseForConditionalGeneration.from_pretrained(
+        folder, torch_dtype=torch.float32
+    )
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     spout = torch.randn((1, spout_dim), generator=generator) if spout_dim else None
@@ -200,14 +238,16 @@ def logits_and_generation(folder: Path, tokenizer, spout_dim: int, seed: int) ->
             logits = model(ids, **kwargs).logits[0]
             generated = model.generate(ids, max_new_tokens=8, do_sample=False, **kwargs)
         tensors[f"{folder.name}/{name}"] = logits.float().contiguous()
-        records.append({
-            "checkpoint": folder.name,
-            "case": name,
-            "input_ids": encoded["input_ids"],
-            "token_type_ids": encoded["token_type_ids"] if typed else None,
-            "spout": spout[0].tolist() if with_spout else None,
-            "generated": generated[0, ids.shape[1]:].tolist(),
-        })
+        records.append(
+            {
+                "checkpoint": folder.name,
+                "case": name,
+                "input_ids": encoded["input_ids"],
+                "token_type_ids": encoded["token_type_ids"] if typed else None,
+                "spout": spout[0].tolist() if with_spout else None,
+                "generated": generated[0, ids.shape[1] :].tolist(),
+            }
+        )
     return tensors, records
 
 
@@ -229,7 +269,9 @@ def main() -> None:
         records += more_records
     save_file(tensors, HERE / "reference.safetensors")
     meta = {"transformers": transformers.__version__, "torch": torch.__version__, "cases": records}
-    (HERE / "reference.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
+    (HERE / "reference.json").write_text(
+        json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8"
+    )
 
 
 if __name__ == "__main__":
