@@ -213,3 +213,44 @@ def test_gptsan_folders_are_recognised_by_their_config(tmp_path, config_text, ex
     (tmp_path / "config.json").write_text(config_text, encoding="utf-8")
     assert is_gptsan_folder(tmp_path) is expected
     assert is_gptsan_folder(tmp_path / "missing") is False
+
+
+def _spout_copy(tmp_path: Path, change) -> Path:
+    folder = tmp_path / "gptsan-spout"
+    shutil.copytree(DATA / "spout", folder)
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    torch.save(change(state), folder / "pytorch_model.bin")
+    return folder
+
+
+def test_spout_weights_under_the_4x_converters_misspelt_name_load_as_the_spout(tmp_path):
+    folder = _spout_copy(
+        tmp_path, lambda s: {k.replace("model.spout.", "model.sqout."): v for k, v in s.items()}
+    )
+    model = load_gptsan(folder, torch.float32, "cpu")
+    case = next(c for c in CASES if c["case"] == "spout")
+    ids, kwargs = _inputs(case)
+    with torch.inference_mode():
+        logits = model(ids, **kwargs).logits[0]
+    assert (logits - LOGITS["spout/spout"]).abs().max().item() < TOLERANCE
+
+
+def test_a_checkpoint_without_spout_weights_loads_without_the_spout_input(tmp_path):
+    folder = _spout_copy(tmp_path, lambda s: {k: v for k, v in s.items() if "spout" not in k})
+    model = load_gptsan(folder, torch.float32, "cpu")
+    assert model.config.d_spout == 0
+    case = next(c for c in CASES if c["checkpoint"] == "spout" and c["case"] == "prefix")
+    ids, kwargs = _inputs(case)
+    with torch.inference_mode():
+        logits = model(ids, **kwargs).logits[0]
+        assert (logits - LOGITS["spout/prefix"]).abs().max().item() < TOLERANCE
+        with pytest.raises(ValueError, match="spout"):
+            model(ids, spout=torch.zeros((1, 16)))
+
+
+def test_a_checkpoint_with_only_part_of_the_spout_is_refused(tmp_path):
+    folder = _spout_copy(
+        tmp_path, lambda s: {k: v for k, v in s.items() if k != "model.spout.4.weight"}
+    )
+    with pytest.raises(ModelLoadError, match=r"model\.spout\.4\.weight"):
+        load_gptsan(folder, torch.float32, "cpu")

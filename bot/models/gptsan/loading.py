@@ -8,6 +8,7 @@ checkpoint that does not fit is refused whole, naming the tensor, never half-loa
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -18,6 +19,9 @@ from bot.models.gptsan.modeling import GPTSanForGeneration
 from bot.models.gptsan.tokenizer import EMOJI_FILE, VOCAB_FILE, GPTSanTokenizer
 
 _TIED = "lm_head.weight"  # .bin files repeat the embedding under this name
+_MISSPELT = "model.sqout."
+
+log = logging.getLogger(__name__)
 
 
 def is_gptsan_folder(folder: Path) -> bool:
@@ -92,14 +96,30 @@ def check_weights(expected: dict[str, torch.Size], state: dict[str, torch.Tensor
         )
 
 
+def spout_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers 4.x's converter from the original TensorFlow checkpoint wrote the spout's
+    layers as `model.sqout.N.weight` (sic), which 4.x itself then ignored and initialised at
+    random; here they load as the spout they are."""
+    return {
+        ("model.spout." + name.removeprefix(_MISSPELT) if name.startswith(_MISSPELT) else name): t
+        for name, t in state.items()
+    }
+
+
 def load_gptsan(folder: Path, dtype: torch.dtype, device: str) -> GPTSanForGeneration:
-    """The model with the checkpoint's weights, in `dtype` on `device`, in eval mode."""
+    """The model with the checkpoint's weights, in `dtype` on `device`, in eval mode.
+
+    A checkpoint without any spout weights (though its config has `d_spout`) loads without the
+    spout input, which chat never uses; one with only some of them is refused."""
     folder = Path(folder)
     config = config_from_dict(read_config(folder))
+    state = spout_names(read_weights(folder))
+    if config.d_spout and not any(name.startswith("model.spout.") for name in state):
+        log.info("%s has no spout weights; loading it without the spout input", folder)
+        config.d_spout = 0
     with torch.device("meta"):  # no second copy of the weights while loading
         model = GPTSanForGeneration(config)
     expected = {name: t.shape for name, t in model.state_dict().items()}
-    state = read_weights(folder)
     check_weights(expected, state)
     state.pop(_TIED, None)
     for name in list(state):  # one tensor at a time: never two full copies of the weights

@@ -220,7 +220,9 @@ class GPTSanModel(nn.Module):
         config = self.config
         batch, length = input_ids.shape
         device = input_ids.device
-        if spout is not None and config.d_spout and cache.get_seq_length() == 0:
+        if spout is not None and not config.d_spout:
+            raise ValueError("this GPTSAN checkpoint has no spout weights; call it without spout")
+        if spout is not None and cache.get_seq_length() == 0:
             self._add_spout(spout, cache)
         spout_length = getattr(cache, "gptsan_spout_length", 0)
         past = cache.get_seq_length()
