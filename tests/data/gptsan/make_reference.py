@@ -109,6 +109,8 @@ TEXTS = [
     "罫線┃──┃と▀█",
     "<SP>と<BR>をそのまま書く",
     "前<|segmenter|>後",
+    "あ <|segmenter|> い",  # spaces around a special token are kept
+    "<|endoftext|> う",
     "終わり<|endoftext|>続き",
     "カンマ,区切り,",
     "<タグではない",
