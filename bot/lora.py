@@ -57,6 +57,12 @@ def check_adapter(model: LoadedModel, adapter_dir: Path, base_models: tuple[str,
     in `base_models` (say, a local copy of the hub model), names the current model; and by
     shape always."""
     label = adapter_dir.name if adapter_dir.name != "adapter" else adapter_dir.parent.name
+    if not model.supports_lora:
+        raise AdapterMismatch(
+            f"今のモデル（{model.name}）は LoRA アダプターに対応していないため、ペルソナ"
+            f"「{label}」は使えません。アダプターのないペルソナを選ぶか、/model で別のモデルに"
+            "切り替えてください。"
+        )
     if not (adapter_dir / "adapter_config.json").exists():
         raise AdapterMismatch(f"ペルソナのアダプター（{adapter_dir}）が見つかりません。")
     model_names = _names_for(model.name) | _names_for(str(model.folder))

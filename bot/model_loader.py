@@ -62,6 +62,7 @@ class LoadedModel:
     sampling_defaults: SamplingParams = field(default_factory=SamplingParams)
     quantization: str = "none"
     format_reason: str = ""  # why this prompt format, for /status (Japanese)
+    supports_lora: bool = True  # False for families peft cannot adapt (GPTSAN)
 
 
 def resolve_device(requested: str) -> str:
@@ -239,6 +240,27 @@ def _quiet_progress(quiet: bool) -> Iterator[None]:
         hf_logging.enable_progress_bar()
 
 
+def _is_gptsan(spec: str, folder: Path | None) -> bool:
+    from bot.models.gptsan.loading import is_gptsan_folder
+
+    entry = find_entry(spec)
+    if entry is not None:
+        return entry.tokenizer == "gptsan"
+    if folder is None:
+        path = Path(spec.strip()).expanduser()
+        try:
+            folder = path if path.is_dir() else None
+        except OSError:  # a name too long for a path: resolve_folder says so clearly
+            folder = None
+    return folder is not None and is_gptsan_folder(folder)
+
+
+def _load_gptsan(spec: str, options: LoadOptions, device: str, dtype: Any) -> LoadedModel:
+    from bot.models.gptsan.serving import load_gptsan_model
+
+    return load_gptsan_model(spec, options, device, dtype)
+
+
 def load_model(spec: str, options: LoadOptions) -> LoadedModel:
     """Load model and tokenizer; every failure becomes a ModelLoadError saying what to change,
     so a bad `/model` name or a damaged folder never costs the model that is serving."""
@@ -246,7 +268,9 @@ def load_model(spec: str, options: LoadOptions) -> LoadedModel:
         return _load_model(spec, options)
     except ModelLoadError as exc:
         log.warning(
-            "could not load model %s: %s", shorten(spec, 60), shorten(str(exc.__cause__ or exc), 300)
+            "could not load model %s: %s",
+            shorten(spec, 60),
+            shorten(str(exc.__cause__ or exc), 300),
         )
         raise
     except Exception as exc:
@@ -266,8 +290,12 @@ def _load_model(spec: str, options: LoadOptions) -> LoadedModel:
 
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
+    if _is_gptsan(spec, None):  # transformers 5 dropped GPTSAN; the project has its own
+        return _load_gptsan(spec, options, device, dtype)
     quantization = quantization_config(options.quantization, device, dtype)
     folder = resolve_folder(spec, options)
+    if _is_gptsan(spec, folder):  # a hub id the catalogue does not name
+        return _load_gptsan(spec, options, device, dtype)
     _check_folder(folder)
     meta = _metadata(folder)
     entry = find_entry(spec)

@@ -145,14 +145,29 @@ class InstructFormat(PromptFormat):
         return f"{head}### 指示:<NL>{body}<NL><NL>{self.reply_marker}"
 
 
+class GPTSanFormat(PromptFormat):
+    """GPTSAN's prefix-LM input: `<|startoftext|>`, the conversation as the prefix (read both
+    ways), `<|segmenter|>`, then the reply. The prefix ends with the reply's label so the model
+    knows whose turn it is; the tokenizer turns the real newlines into its `<BR>`."""
+
+    @property
+    def reply_marker(self) -> str:
+        return f"{BOT_LABEL}:<|segmenter|>"
+
+    def render(self, turns: Sequence[Turn], preamble: str = "") -> str:
+        return "<|startoftext|>" + super().render(turns, preamble)
+
+
 RINNA = PromptFormat("rinna", "<NL>", "rinna instruction: ユーザー: …<NL>システム: …")
 LINE = PromptFormat("line", "\n", "LINE instruction: ユーザー: …\\nシステム: …")
 PLAIN = PromptFormat("plain", "\n", "plain continuation of a transcript, for base models")
 PLAIN_NL = PromptFormat("plain", "<NL>", "plain continuation written with <NL> newlines")
 
+GPTSAN = GPTSanFormat("gptsan", "\n", "GPTSAN prefix-LM: ユーザー: …\\nシステム:<|segmenter|>")
+
 INSTRUCT = InstructFormat("instruct", "<NL>", "### 指示: / ### 回答: (public rinna LoRA recipes)")
 
-FORMATS: dict[str, PromptFormat] = {"rinna": RINNA, "line": LINE, "plain": PLAIN}
+FORMATS: dict[str, PromptFormat] = {"rinna": RINNA, "line": LINE, "plain": PLAIN, "gptsan": GPTSAN}
 # Formats a persona (with its adapter) may ask for, beyond the model's own.
 PERSONA_FORMATS: dict[str, PromptFormat] = {**FORMATS, "instruct": INSTRUCT}
 
@@ -160,6 +175,8 @@ PERSONA_FORMATS: dict[str, PromptFormat] = {**FORMATS, "instruct": INSTRUCT}
 def detect_format(model_name: str, has_nl_piece: bool) -> PromptFormat:
     """Pick the format a model was trained on from its name and tokenizer."""
     lowered = model_name.lower()
+    if "gptsan" in lowered:
+        return GPTSAN
     if "instruction" in lowered and "rinna" in lowered:
         return RINNA
     if "instruction" in lowered and (

@@ -16,14 +16,15 @@ class ModelEntry:
     name: str
     hub_id: str
     family: str  # the transformers class
-    tokenizer: str  # sentencepiece | bpe | gpt-neox-japanese
+    tokenizer: str  # sentencepiece | bpe | gpt-neox-japanese | gptsan
     parameters_b: float
     context_length: int
-    prompt_format: str  # rinna | line | plain
+    prompt_format: str  # rinna | line | plain | gptsan
     sampling: SamplingParams
     special_ids: dict[str, int] = field(default_factory=dict)
     notes: str = ""
     lower_case: bool = False  # trained on lower-cased text (its vocabulary has no capitals)
+    quantizable: bool = True  # bitsandbytes 8-bit/4-bit; False where the loader refuses it
 
     def memory_gib(self, precision: str) -> float:
         """Weights alone, plus ~20 % for activations and a short KV cache."""
@@ -37,6 +38,7 @@ _LINE = SamplingParams(temperature=0.7, top_p=0.9, top_k=0, repetition_penalty=1
 _CALM = SamplingParams(temperature=0.7, top_p=0.9, repetition_penalty=1.05)
 _ABEJA = SamplingParams(temperature=1.0, top_p=0.95, top_k=50)
 _BASE = SamplingParams(temperature=0.8, top_p=0.95, repetition_penalty=1.05)
+_GPTSAN = SamplingParams(temperature=0.7, top_p=0.9, repetition_penalty=1.1)
 
 CATALOGUE: tuple[ModelEntry, ...] = (
     ModelEntry(
@@ -184,6 +186,19 @@ CATALOGUE: tuple[ModelEntry, ...] = (
         "plain",
         _BASE,
     ),
+    ModelEntry(
+        "gptsan",
+        "Tanrei/GPTSAN-japanese",
+        "GPTSanJapaneseForConditionalGeneration",  # the project's own code (bot/models/gptsan)
+        "gptsan",
+        2.8,
+        1280,
+        "gptsan",
+        _GPTSAN,
+        {"pad": 35995, "eos": 35999},  # config.json defaults of transformers 4.x
+        "Switch Transformer prefix-LM; no 8-bit/4-bit, no LoRA personas",
+        quantizable=False,
+    ),
 )
 
 _BY_KEY = {key: e for e in CATALOGUE for key in (e.name, e.hub_id)}
@@ -210,7 +225,8 @@ def format_catalogue() -> str:
         f"{'rinna':<6} {'<0.01':>7} {'-':>7} {'-':>7} {'-':>7}"
     )
     for e in CATALOGUE:
-        memory = [_gib(e.memory_gib(p)) for p in ("fp32", "fp16", "8bit", "4bit")]
+        memory = [_gib(e.memory_gib(p)) for p in ("fp32", "fp16")]
+        memory += [_gib(e.memory_gib(p)) if e.quantizable else "-" for p in ("8bit", "4bit")]
         size = f"{e.parameters_b:.1f}B" if e.parameters_b >= 0.1 else f"{e.parameters_b * 1e3:.0f}M"
         lines.append(
             f"{e.name:<20} {e.hub_id:<56} {size:>7} {e.prompt_format:<6} "
@@ -220,6 +236,10 @@ def format_catalogue() -> str:
     lines.append("Memory is an estimate: weights plus ~20 % for activations and a short KV cache.")
     lines.append(
         "Any other hub id or local folder also works (PROMPT_FORMAT=auto|rinna|line|plain)."
+    )
+    lines.append(
+        "GPTSAN runs on the project's own GPTSAN code (transformers 5 dropped it); 8-bit/4-bit "
+        "and LoRA personas are not available for it."
     )
     return "\n".join(lines)
 

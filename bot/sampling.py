@@ -49,6 +49,8 @@ FORMAT_DEFAULTS: dict[str, SamplingParams] = {
     "rinna": SamplingParams(temperature=0.7, repetition_penalty=1.1),
     "line": SamplingParams(temperature=0.7, top_p=0.9, top_k=0, repetition_penalty=1.1),
     "plain": SamplingParams(temperature=0.8, top_p=0.95, repetition_penalty=1.05),
+    # GPTSAN's card shows only greedy decoding; sampled like the base models, a little cooler.
+    "gptsan": SamplingParams(temperature=0.7, top_p=0.9, repetition_penalty=1.1),
 }
 
 _LIMITS: dict[str, tuple[float, float]] = {

@@ -337,6 +337,11 @@ def load_base(config: TrainConfig) -> _Base:
     from bot.model_loader import load_model
 
     loaded = load_model(config.base, replace(config.load, quantization=config.quantize))
+    if not loaded.supports_lora:
+        raise TrainingError(
+            f"{config.base} cannot take a LoRA adapter (GPTSAN runs on the bot's own code, "
+            "which peft cannot adapt); choose another --base"
+        )
     model = loaded.model
     if config.quantize != "none":
         from peft import prepare_model_for_kbit_training

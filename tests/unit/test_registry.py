@@ -1,4 +1,4 @@
-"""The model catalogue: one named entry per seed model (GPTSAN excepted), each consistent."""
+"""The model catalogue: one named entry per seed model, each consistent."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from bot.cli import main
 from bot.prompt_format import detect_format
 from bot.registry import CATALOGUE, find_entry, format_catalogue, model_names
 
-# Every model of the seed catalogue (the source articles' models) except GPTSAN, which
-# transformers 5 removed.
+# Every model of the seed catalogue (the source articles' models).
 SEED_MODELS = {
     "rinna/japanese-gpt-neox-3.6b",
     "rinna/japanese-gpt-neox-3.6b-instruction-sft",
@@ -26,12 +25,14 @@ SEED_MODELS = {
     "abeja/gpt-neox-japanese-2.7b",
     "abeja/gpt2-large-japanese",
     "yellowback/gpt-neo-japanese-1.3B",
+    "Tanrei/GPTSAN-japanese",  # the project's own code: transformers 5 removed it
 }
 FAMILIES = {
     "GPTNeoXForCausalLM",
     "GPT2LMHeadModel",
     "GPTNeoXJapaneseForCausalLM",
     "GPTNeoForCausalLM",
+    "GPTSanJapaneseForConditionalGeneration",
 }
 
 
@@ -60,13 +61,14 @@ def test_an_entry_is_found_by_name_or_hub_id(entry):
 
 @pytest.mark.parametrize("entry", CATALOGUE, ids=lambda e: e.name)
 def test_each_entry_is_complete_and_consistent(entry):
-    assert entry.prompt_format in {"rinna", "line", "plain"}
-    assert entry.tokenizer in {"sentencepiece", "bpe", "gpt-neox-japanese"}
+    assert entry.prompt_format in {"rinna", "line", "plain", "gptsan"}
+    assert entry.tokenizer in {"sentencepiece", "bpe", "gpt-neox-japanese", "gptsan"}
     assert entry.family in FAMILIES
     assert (entry.family == "GPTNeoXJapaneseForCausalLM") == (
         entry.tokenizer == "gpt-neox-japanese"
     )
-    assert entry.context_length in {1024, 2048}
+    assert (entry.tokenizer == "gptsan") == (entry.prompt_format == "gptsan")
+    assert entry.context_length in ({1280} if entry.tokenizer == "gptsan" else {1024, 2048})
     assert 0.01 < entry.parameters_b < 10
     assert all(isinstance(v, int) and v >= 0 for v in entry.special_ids.values())
     assert set(entry.special_ids) <= {"bos", "eos", "pad", "unk"}
@@ -77,7 +79,9 @@ def test_each_entry_is_complete_and_consistent(entry):
 def test_instruction_models_use_their_cards_formats():
     formats = {e.hub_id: e.prompt_format for e in CATALOGUE}
     for hub_id, fmt in formats.items():
-        if "instruction" in hub_id:
+        if hub_id == "Tanrei/GPTSAN-japanese":
+            assert fmt == "gptsan"
+        elif "instruction" in hub_id:
             assert fmt == ("rinna" if hub_id.startswith("rinna/") else "line"), hub_id
         else:
             assert fmt == "plain", hub_id
@@ -111,7 +115,10 @@ def test_the_models_listing_names_every_entry_with_four_estimates():
         [line] = [line for line in lines if line.startswith(f"{entry.name} ")]
         assert entry.hub_id in line and entry.prompt_format in line
         estimates = line.split(entry.prompt_format, 1)[1]
-        assert len(re.findall(r" (?:\d+\.\dG|\d+M)\b", estimates)) == 4  # fp32 … 4-bit
+        found = len(re.findall(r" (?:\d+\.\dG|\d+M)\b", estimates))
+        assert found == (4 if entry.quantizable else 2), line  # fp32 … 4-bit
+        if not entry.quantizable:
+            assert estimates.split()[-2:] == ["-", "-"]
     assert "demo" in listing and "PROMPT_FORMAT" in listing
 
 
@@ -120,10 +127,17 @@ def test_python_m_bot_models_prints_the_listing(capsys):
     assert capsys.readouterr().out == format_catalogue() + "\n"
 
 
-def test_gptsan_is_absent():
-    """GPTSanJapanese was removed from transformers 5; it must not be offered."""
-    assert find_entry("Tanrei/GPTSAN-japanese") is None
-    for entry in CATALOGUE:
-        assert "gptsan" not in f"{entry.name} {entry.hub_id} {entry.family}".lower()
-    assert "gptsan" not in format_catalogue().lower()
-    assert not any("gptsan" in name.lower() for name in model_names())
+def test_gptsan_is_offered_in_fp16_bf16_fp32_only():
+    """transformers 5 removed GPTSanJapanese; the project serves it with its own code, without
+    bitsandbytes quantization or LoRA."""
+    entry = find_entry("gptsan")
+    assert entry is not None and find_entry("Tanrei/GPTSAN-japanese") is entry
+    assert (entry.context_length, entry.prompt_format, entry.tokenizer) == (
+        1280,
+        "gptsan",
+        "gptsan",
+    )
+    assert not entry.quantizable and all(e.quantizable for e in CATALOGUE if e is not entry)
+    assert 6.0 < entry.memory_gib("fp16") < 7.0
+    [line] = [line for line in format_catalogue().splitlines() if line.startswith("gptsan ")]
+    assert line.split()[-2:] == ["-", "-"]
