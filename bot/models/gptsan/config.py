@@ -56,7 +56,9 @@ def read_config(folder: Path) -> dict[str, Any]:
     return json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
 
 
-def is_gptsan_config(values: dict[str, Any]) -> bool:
+def is_gptsan_config(values: Any) -> bool:
+    if not isinstance(values, dict):  # a damaged config.json: the general loader says so
+        return False
     return values.get("model_type") == MODEL_TYPE or ARCHITECTURE in (
         values.get("architectures") or []
     )
