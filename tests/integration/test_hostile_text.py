@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from adapters.discord.translate import to_incoming as discord_to_incoming
+from adapters.slack.commands import parse as slack_parse
 from adapters.slack.events import read_event
 from adapters.slack.events import to_incoming as slack_to_incoming
 from bot.demo_model import ensure_demo_model
@@ -352,3 +353,7 @@ def test_slack_messages_are_repaired_at_the_boundary():
     )
     assert incoming.text == "こんにちは\ufffd、\ufffd元気？"
     assert incoming.author_name == "ボブ\ufffd"
+
+
+def test_slack_command_text_is_repaired():
+    assert slack_parse("persona ない\ud800名前") == ("persona", "ない\ufffd名前")

@@ -450,6 +450,16 @@ async def test_loading_a_model_is_deferred_then_followed_up(start_bot, fake) -> 
     assert pings_nobody(followup)
 
 
+async def test_a_command_argument_with_a_lone_surrogate_is_repaired(start_bot, fake) -> None:
+    """A broken JSON escape in an option (a lone "\\ud800") is repaired before the bot echoes
+    it, as message text is."""
+    bot = await start_bot(replies=[])
+    _, followup = await bot.command(
+        interaction(ALICE, "persona", {"name": "ない\ud800名前"}, administrator=True), responses=2
+    )
+    assert "ない\ufffd名前" in followup["content"]
+
+
 async def test_autocomplete_offers_personas_and_models(start_bot, fake) -> None:
     bot = await start_bot(replies=[])
     (personas,) = await bot.command(interaction(BOB, "persona", {"name": ""}, focused="name"))
