@@ -274,14 +274,17 @@ async def test_mention_gets_a_streamed_reply_whose_final_text_is_clean(start_bot
 
 def _long_script() -> str:
     """About 2,400 characters with a code block straddling the 2,000-character mark. The demo
-    tokenizer learned these corpus lines as single pieces (after a space), so the reply fits the
-    demo model's 1,024-token window; a cycle of four keeps repetition-collapsing away."""
-    cycle = [
-        " マスクとメガネで完全防備だよ笑。",
-        " かける前に聞いてほしい派です笑。",
-        " 三日坊主にならないようにね笑。",
-        " 草生える。<NL>",
+    tokenizer learned these corpus phrases as single pieces (after a space), so the reply fits
+    the demo model's 1,024-token window; each sentence strings three of them in its own order,
+    so no sentence repeats and repetition-collapsing keeps them all."""
+    phrases = [
+        "マスクとメガネで完全防備だよ笑",
+        "かける前に聞いてほしい派です笑",
+        "三日坊主にならないようにね笑",
+        "草生える",
     ]
+    sentences = [" " + " ".join(combo) + "。" for combo in itertools.product(phrases, repeat=3)]
+    cycle = [s + "<NL>" if i % 4 == 3 else s for i, s in enumerate(sentences)]
     code = "<NL>```<NL>" + "".join(f"x{i} = {i}<NL>" for i in range(6)) + "```<NL>"
     parts, length = [], 0
     for index in range(1000):
