@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import lru_cache
 
 from bot.prompt_format import clean_control_chars
@@ -20,7 +20,9 @@ _SPACE_TOKENS = re.compile(r"<SP>|<TAB>", re.I)
 # Tag-shaped leftovers the model invents (`‹回答者>`, `</回答>`, `<|im_end|>`): an ASCII or
 # single-guillemet angle bracket around one short word. Mentions (`<@1>`, `<#1>`), custom emoji
 # (`<:a:1>`), links (`<https://…>`) and full-width ＜お知らせ＞ headings do not match.
-_TAG_SHAPED = re.compile(r"[<‹][/|]?[^\W_][\w|.\-]{0,30}[>›]")
+# Code is left alone: inside backticks, and after an ASCII word (`vector<int>`, `List<T>`).
+_TAG_SHAPED = re.compile(r"(?<![A-Za-z0-9_])[<‹][/|]?[^\W_][\w|.\-]{0,30}[>›]")
+_CODE = re.compile(r"```.*?(?:```|$)|`[^`\n]*`", re.S)
 # While streaming, an opening bracket and a word with no closing bracket yet may be a tag.
 _OPEN_TAG_TAIL = re.compile(r"[<‹][/|]?[\w|.\-]{0,30}$")
 # Once the reply's own label is gone, a role label anywhere else starts an invented turn.
@@ -148,12 +150,20 @@ def clean_partial(
     text = _SPACE_TOKENS.sub(" ", text)
     text = remove_special_tokens(text, special_tokens)
     text = _SPECIAL_TOKENS.sub("", text).replace("\ufffd", "")
-    text = _TAG_SHAPED.sub("", text)
+    text = _outside_code(lambda part: _TAG_SHAPED.sub("", part), text)
     text = _LEADING_LABEL.sub("", text)
     text = cut_at_stop(text, _BARE_LABELS)
     text = collapse_repetition(text)
     lines = [line.rstrip() for line in text.split("\n")]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _outside_code(change: Callable[[str], str], text: str) -> str:
+    parts, start = [], 0
+    for code in _CODE.finditer(text):
+        parts += [change(text[start : code.start()]), code.group(0)]
+        start = code.end()
+    return "".join([*parts, change(text[start:])])
 
 
 def remove_special_tokens(text: str, special_tokens: Collection[str]) -> str:

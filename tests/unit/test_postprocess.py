@@ -165,6 +165,8 @@ ABEJA_TOKENS = frozenset(
         ("<@1500000000000000001>さん、1 < 2 > 0 です (>_<) <3", None),
         ("<https://example.com> を見て、<:smile:12345> <#123>", None),
         ("＜お知らせ＞明日は休みです。〈重要〉", None),
+        ("C++ なら std::vector<int> や List<String> です。", None),  # code keeps its brackets
+        ("例:\n```\n<div>こんにちは</div>\n```\nと `<p>` です。", None),
     ],
 )
 def test_clean_reply_removes_declared_and_tag_shaped_tokens(raw, expected):
