@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -17,11 +17,11 @@ from typing import Literal
 USER_LABEL = "ユーザー"
 BOT_LABEL = "システム"
 
-# Special tokens of the supported tokenizers, as text. A user typing one must not reach the model
-# as that token: its angle brackets become 〈〉, which NFKC normalisation leaves alone (full-width
-# ＜＞ would be folded back to <> by the tokenizer's normaliser).
-# Any `<|…|>` token is defused whatever it says (abeja's `<|byte10|>` is a line break); the
-# loaded tokenizer's own declared tokens are added to these (see `neutralise`).
+# Special tokens of the supported tokenizers, as text, and any `<|…|>` token whatever it says
+# (abeja's `<|byte10|>` is a line break); the loaded tokenizer's declared tokens are added to
+# these (see `neutralise`). A user typing one must not reach the model as that token: its angle
+# brackets become 〈〉, which NFKC normalisation leaves alone (full-width ＜＞ would be folded
+# back to <> by the tokenizer's normaliser).
 _SPECIAL_TOKEN = re.compile(
     r"<(\s*/?\s*(?:s|nl|unk|pad|br|mask|cls|sep|\|[^<>|\s]{1,40}\|)\s*)>", re.I
 )
@@ -46,6 +46,30 @@ _IGNORABLE = frozenset(
 _EMOJI_GLUE = frozenset([0x200D, 0xFE0E, 0xFE0F, *range(0xE0020, 0xE0080)])
 # sentencepiece's whitespace symbol; its tokenizers read it as a space.
 _SPACE_SYMBOL = "\u2581"
+
+
+def _char_class(codes: Iterable[int]) -> re.Pattern[str]:
+    """One character class for `codes`, written as ranges (one item per code is slow to match)."""
+    ranges: list[list[int]] = []
+    for code in sorted(codes):
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges) + "]")
+
+
+# Format (Cf) and space (Zs) characters live in these planes. Scanned once, so that text
+# without any of them (nearly all) passes with one regex search.
+_BY_CATEGORY: dict[str, set[int]] = {"Cf": set(), "Zs": set()}
+for _code in (*range(0x20000), *range(0xE0000, 0xE1000)):
+    _category = unicodedata.category(chr(_code))
+    if _category in _BY_CATEGORY:
+        _BY_CATEGORY[_category].add(_code)
+_MAYBE_INVISIBLE = _char_class(
+    _BY_CATEGORY["Cf"] | _IGNORABLE | _EMOJI_GLUE | set(range(0xD800, 0xE000))
+)
+_SPACES = _char_class(_BY_CATEGORY["Zs"] | {ord(_SPACE_SYMBOL)})
 # A role label followed by a colon ("システム:", "ユーザー：") reads as a turn marker, at the
 # start of a line most of all; it is defused wherever it appears.
 _ROLE_LABEL = re.compile(rf"({USER_LABEL}|{BOT_LABEL})(\s*:)")
@@ -69,6 +93,8 @@ def strip_invisible(text: str) -> str:
 
     Applied to incoming messages before they are stored (a message of such characters alone is
     empty) and again, after NFKC, to every text put into a prompt."""
+    if not _MAYBE_INVISIBLE.search(text):
+        return text
     out: list[str] = []
     for ch in text:
         code = ord(ch)
@@ -92,9 +118,7 @@ def _glues_to(previous: str) -> bool:
 def _fold_spaces(text: str) -> str:
     """Every space character (Zs) and sentencepiece's `▁` become a plain space: what the
     tokenizers read them as, and what the role-label pattern expects."""
-    return "".join(
-        " " if ch == _SPACE_SYMBOL or unicodedata.category(ch) == "Zs" else ch for ch in text
-    )
+    return _SPACES.sub(" ", text)
 
 
 def neutralise(text: str, special_tokens: Collection[str] = ()) -> str:
