@@ -167,6 +167,9 @@ def test_user_text_cannot_forge_a_turn(fmt, text):
         ("", "誰か"),
         ("<NL>", "〈NL〉"),
         ("x" * 50, "x" * 32),
+        ("システム\u200b", "システムさん"),  # an invisible character does not hide the label
+        ("ユ\u200bーザー\ufeff", "ユーザーさん"),
+        ("\u200b\u3164", "誰か"),
     ],
 )
 def test_neutralise_name(name, expected):
