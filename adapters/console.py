@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import io
 import sys
 from typing import TextIO
 
@@ -70,7 +71,7 @@ class ConsoleAdapter:
         bot_name: str = "ボット",
     ) -> None:
         self.handler = handler
-        self.stdin = stdin or sys.stdin
+        self.stdin = _tolerant(stdin or sys.stdin)
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.interactive = self.stdin.isatty() if interactive is None else interactive
@@ -116,6 +117,15 @@ class ConsoleAdapter:
                 return None
         line = self.stdin.readline()
         return None if line == "" else line.rstrip("\n")
+
+
+def _tolerant(stream: TextIO) -> TextIO:
+    """Read bytes that are not valid in the stream's encoding as lone surrogates instead of
+    raising (a strict UTF-8 locale would end the console at the first bad byte);
+    `IncomingMessage` turns them into U+FFFD."""
+    if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+        stream.reconfigure(errors="surrogateescape")
+    return stream
 
 
 def _user_name() -> str:

@@ -25,6 +25,7 @@ from bot.prompt_format import (
     Turn,
     build_prompt,
     clean_control_chars,
+    strip_invisible,
 )
 from bot.rate_limit import RateLimiter
 from bot.storage.db_thread import DatabaseThread
@@ -77,7 +78,8 @@ class ConversationManager:
 
     async def handle(self, message: IncomingMessage, sink: ReplySink) -> None:
         """Answer one message through `sink`. Never raises: every failure becomes a reply."""
-        text = clean_control_chars(message.text).strip()
+        # A message of invisible characters alone is empty; they are not stored.
+        text = strip_invisible(clean_control_chars(message.text)).strip()
         try:
             if self.admin.is_command(text):
                 await sink.finish(await self.admin.run_text_command(message, text))
@@ -125,6 +127,7 @@ class ConversationManager:
             if handle.position >= self.worker.max_batch_size:
                 await sink.update(f"（順番待ちです。前に {handle.position} 件あります）")
             stops, last_update = self._stops(persona), 0.0
+            specials = self._special_tokens()
             async for delta in handle.deltas():
                 raw += delta
                 # Cleaning is linear in the text so far: do it at a steady pace, not per token.
@@ -132,7 +135,7 @@ class ConversationManager:
                 if now - last_update < self.limits.stream_update_interval_s:
                     continue
                 last_update = now
-                partial = clean_partial(raw, stops)
+                partial = clean_partial(raw, stops, special_tokens=specials)
                 if partial:
                     await sink.update(partial)
             result = await handle.result()
@@ -142,7 +145,12 @@ class ConversationManager:
         finally:
             self._in_flight.discard(key, handle)
         stopped_early = result.finish_reason in ("length", "timeout", "cancelled")
-        reply = clean_reply(result.raw_text, result.stop_strings, hit_token_limit=stopped_early)
+        reply = clean_reply(
+            result.raw_text,
+            result.stop_strings,
+            hit_token_limit=stopped_early,
+            special_tokens=specials,
+        )
         if reply != FALLBACK_REPLY:  # what people saw becomes history; notes below do not
             await self.db(
                 self.repository.add_message,
@@ -157,6 +165,10 @@ class ConversationManager:
             reply = note if reply == FALLBACK_REPLY else f"{reply}\n{note}"
         _log_reply(key, result, persona.name if persona else "")
         await sink.finish(reply)
+
+    def _special_tokens(self) -> frozenset[str]:
+        current = self.worker.current
+        return current.tokenizer.special_tokens if current else frozenset()
 
     def _stops(self, persona: Persona | None) -> tuple[str, ...]:
         current = self.worker.current
@@ -174,7 +186,12 @@ class ConversationManager:
 
         def fits(with_preamble: str) -> bool:
             built = build_prompt(
-                fmt, turn, encode=model.tokenizer.encode, budget=budget, preamble=with_preamble
+                fmt,
+                turn,
+                encode=model.tokenizer.encode,
+                budget=budget,
+                preamble=with_preamble,
+                special_tokens=model.tokenizer.special_tokens,
             )
             return built is not None
 
@@ -220,6 +237,7 @@ def _prompt_builder(
             encode=model.tokenizer.encode,
             budget=budget,
             preamble=preamble,
+            special_tokens=model.tokenizer.special_tokens,
         )
         if built is None:
             raise InvalidMessage(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -21,9 +22,25 @@ class ConversationKey:
         return f"{self.platform}:{self.workspace}/{self.channel}{tail}"
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def repair_text(text: str) -> str:
+    """Valid Unicode from whatever a platform or terminal gave: a surrogate pair written as two
+    code points becomes its character, and each lone surrogate (a broken JSON escape, or a byte
+    that was not UTF-8 kept by Python's `surrogateescape`) becomes U+FFFD. Tokenizers raise on
+    lone surrogates, and UTF-8 cannot store them."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
 @dataclass(frozen=True)
 class IncomingMessage:
-    """A message a person sent, already stripped of platform details (mentions, markup)."""
+    """A message a person sent, already stripped of platform details (mentions, markup).
+
+    Text and author name are repaired on construction (`repair_text`), so no platform can hand
+    the bot text that is not valid Unicode."""
 
     key: ConversationKey
     author_id: str
@@ -34,6 +51,10 @@ class IncomingMessage:
     # in it, so what is admin-only in shared channels (/reset) is open there.
     is_dm: bool = False
     sent_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", repair_text(self.text))
+        object.__setattr__(self, "author_name", repair_text(self.author_name))
 
 
 class ReplySink(Protocol):

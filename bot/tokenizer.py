@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +21,16 @@ SENTENCEPIECE_FILES = ("spiece.model", "tokenizer.model", "sentencepiece.model")
 # Markup such as `<NL>` or `[MASK]`: kept as written when lower-casing, if it is one piece.
 _MARKUP = re.compile(r"<[^<>\s]{1,20}>|\[[^\[\]\s]{1,20}\]")
 _BYTE_TOKEN = re.compile(r"<\|byte(\d{1,3})\|>")
+_TAG = re.compile(r"<[^<>\s]+>")
+# abeja's decoder writes these placeholders as a stand-in character (ǀ, ▀, ‖); kept as the tag
+# they are, post-processing removes them like its other placeholders (<URL>, <DATE>, …).
+_PLACEHOLDERS = frozenset({"<KIGOU>", "<BLOCK>", "<U2000U2BFF>"})
+
+
+def _markup(tokens: Iterable[str]) -> frozenset[str]:
+    """Tokens that are markup; a declared token of plain text or spaces (some BPE files add
+    runs of spaces as tokens) is neither removed from replies nor defused in users' text."""
+    return frozenset(t for t in tokens if t and not any(c.isspace() for c in t))
 
 
 class Tokenizer(Protocol):
@@ -28,6 +39,10 @@ class Tokenizer(Protocol):
     eos_id: int | None
     pad_id: int | None
     bos_id: int | None
+    # Every special, control, placeholder and byte token the tokenizer declares, as written
+    # (`</s>`, `<NL>`, `<|endoftext|>`, abeja's `<URL>` and `<|byte10|>`). Users' text must not
+    # reach the model as one of them, and the model's text must not reach users with them.
+    special_tokens: frozenset[str]
 
     def encode(self, text: str) -> list[int]: ...
 
@@ -61,6 +76,17 @@ class SentencePieceTokenizer:
         self.eos_id = pick("eos", self.sp.eos_id())
         self.bos_id = pick("bos", self.sp.bos_id())
         self.pad_id = pick("pad", self.sp.pad_id())
+        # User-defined symbols such as rinna's `<NL>` are ordinary pieces to the Python API;
+        # any piece written as markup counts.
+        sp = self.sp
+        self.special_tokens = _markup(
+            sp.id_to_piece(i)
+            for i in range(sp.get_piece_size())
+            if sp.is_control(i)
+            or sp.is_unknown(i)
+            or sp.is_byte(i)
+            or _MARKUP.fullmatch(sp.id_to_piece(i))
+        )
 
     def encode(self, text: str) -> list[int]:
         return self.sp.encode(self._lower(text) if self.lower_case else text)
@@ -112,6 +138,17 @@ class HFTokenizer:
         self.eos_id = self.hf.eos_token_id
         self.bos_id = self.hf.bos_token_id
         self.pad_id = self.hf.pad_token_id if self.hf.pad_token_id is not None else self.eos_id
+        declared = {*self.hf.all_special_tokens}
+        declared |= {token.content for token in self.hf.added_tokens_decoder.values()}
+        if self._subword is not None:
+            # abeja's vocabulary lists its byte, emoji and placeholder tags as ordinary entries.
+            declared |= {
+                token
+                for entries in self._subword.ids_to_tokens.values()
+                for token in entries
+                if _TAG.fullmatch(token)
+            }
+        self.special_tokens = _markup(declared)
 
     def encode(self, text: str) -> list[int]:
         return self.hf.encode(text, add_special_tokens=False)
@@ -130,7 +167,9 @@ class HFTokenizer:
             if pending:
                 parts.append(pending.decode("utf-8", errors="replace"))
                 pending.clear()
-            if token:  # <BR> becomes "\n", <SP> " ", emoji tags their emoji
+            if token in _PLACEHOLDERS:
+                parts.append(token)
+            elif token:  # <BR> becomes "\n", <SP> " ", emoji tags their emoji
                 parts.append(self._subword.convert_id_to_token(token_id))
         if pending:
             parts.append(pending.decode("utf-8", errors="replace"))

@@ -33,7 +33,7 @@ import sys
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -203,18 +203,24 @@ def _example(record: dict[str, Any]) -> Example | None:
     return None
 
 
-def render_prompt(template: str, context: Sequence[Turn], preamble: str = "") -> str:
+def render_prompt(
+    template: str,
+    context: Sequence[Turn],
+    preamble: str = "",
+    special_tokens: Collection[str] = (),
+) -> str:
     """The prompt text for `context`, ending where the reply begins. rinna and line are the
     bot's own formats; instruct puts the exchange in `{input}` of the public recipe's template:
-    the user's text alone for a single user turn, else the labelled transcript."""
+    the user's text alone for a single user turn, else the labelled transcript.
+    `special_tokens`: the tokenizer's declared tokens, defused as when serving."""
     if template in TEMPLATES:  # the serving formats themselves, so training matches serving
-        return PERSONA_FORMATS[template].render(context, preamble)
+        return PERSONA_FORMATS[template].render(context, preamble, special_tokens)
     raise TrainingError(f"unknown template {template!r}; use one of {', '.join(TEMPLATES)}")
 
 
-def render_reply(template: str, text: str) -> str:
+def render_reply(template: str, text: str, special_tokens: Collection[str] = ()) -> str:
     newline = "\n" if template == "line" else "<NL>"
-    return neutralise(text).strip().replace("\n", newline)
+    return neutralise(text, special_tokens).strip().replace("\n", newline)
 
 
 def encode_example(
@@ -230,13 +236,15 @@ def encode_example(
     Oldest context turns are dropped until it fits; a reply too long even then is cut short.
     The prompt and the whole text are encoded separately and the loss starts where their ids
     part, so the prompt tokens are the ones the bot will send when serving."""
-    reply = render_reply(template, example.reply)
+    reply = render_reply(template, example.reply, tokenizer.special_tokens)
     eos = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
     if not example.context:
         stats.skipped["empty reply or context"] += 1
         return None
     for keep in range(len(example.context), 0, -1):
-        prompt = render_prompt(template, example.context[-keep:], preamble)
+        prompt = render_prompt(
+            template, example.context[-keep:], preamble, tokenizer.special_tokens
+        )
         prompt_ids = tokenizer.encode(prompt)
         ids = tokenizer.encode(prompt + reply) + eos
         boundary = _common_prefix(prompt_ids, ids)

@@ -49,12 +49,14 @@ def train_sentencepiece(
     lower_case: bool = False,
     byte_fallback: bool = True,
     newlines: bool = False,
+    user_defined: tuple[str, ...] = (),
 ) -> bytes:
     """A unigram sentencepiece model trained on the demo corpus; returns the serialized model.
 
     `newlines` joins some lines with "\\n" so the model has seen them (LINE's format writes real
     newlines; with `nmt_nfkc` they would be folded into spaces, so LINE-style models use `nfkc`).
-    `lower_case` trains on lower-cased text, as rinna's GPT-2 tokenizer was."""
+    `lower_case` trains on lower-cased text, as rinna's GPT-2 tokenizer was. `user_defined`
+    pieces follow the special ids and are matched in typed text as one piece."""
     import sentencepiece as spm
 
     lines = demo_corpus_lines()
@@ -73,6 +75,7 @@ def train_sentencepiece(
         hard_vocab_limit=False,
         character_coverage=0.98,  # the rarest characters fall back to bytes
         byte_fallback=byte_fallback,
+        user_defined_symbols=list(user_defined),
         unk_id=ids["unk"],
         bos_id=ids["bos"],
         eos_id=ids["eos"],
@@ -272,12 +275,17 @@ def build_open_calm(
     _save(GPTNeoXForCausalLM(config), folder)
 
 
+RINNA_GPT2_EXTRA_TOKENS = ("[CLS]", "[SEP]", "[MASK]")
+
+
 def build_gpt2_sentencepiece(
     folder: Path, *, seed: int = 0, lower_case: bool = False, newlines: bool = False
 ) -> None:
     """GPT-2 with sentencepiece: unk 0, bos 1, eos 2, pad 3, as in rinna's japanese-gpt2 models
     (`lower_case`: trained on lower-cased text, `do_lower_case` in tokenizer_config.json, `[PAD]`,
-    no byte fallback) and LINE's japanese-large-lm-1.7b (`newlines`: real newlines kept)."""
+    no byte fallback, `[CLS]` 4, `[SEP]` 5, `[MASK]` 6 declared in tokenizer_config.json; here
+    user-defined pieces, the harder case, as sentencepiece matches those in typed text) and
+    LINE's japanese-large-lm-1.7b (`newlines`: real newlines kept)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -289,8 +297,12 @@ def build_gpt2_sentencepiece(
         lower_case=lower_case,
         byte_fallback=not lower_case,
         newlines=newlines,
+        user_defined=RINNA_GPT2_EXTRA_TOKENS if lower_case else (),
     )
-    extra = {"do_lower_case": True} if lower_case else {}
+    extra: dict[str, Any] = {}
+    if lower_case:
+        cls, sep, mask = RINNA_GPT2_EXTRA_TOKENS
+        extra = {"do_lower_case": True, "cls_token": cls, "sep_token": sep, "mask_token": mask}
     vocab_size = _sentencepiece_config(folder, sp_bytes, **extra)
     config = GPT2Config(
         vocab_size=vocab_size,

@@ -12,7 +12,7 @@ from discord import app_commands
 from adapters.discord.sink import NO_MENTIONS
 from adapters.discord.translate import channel_ids, conversation_key
 from bot.admin import RESET_ADMIN_ONLY
-from bot.messages import ConversationKey
+from bot.messages import ConversationKey, repair_text
 
 if TYPE_CHECKING:
     from adapters.discord.client import ChatBot
@@ -69,7 +69,7 @@ class ChatCommands(app_commands.Group):
     async def model(self, interaction: discord.Interaction, name: str) -> None:
         # Loading takes far longer than the 3 seconds Discord waits for an answer.
         await interaction.response.defer(thinking=True)
-        text = await self.bot.admin.set_model(name)
+        text = await self.bot.admin.set_model(repair_text(name))
         await interaction.followup.send(text, allowed_mentions=NO_MENTIONS)
 
     @model.autocomplete("name")
@@ -83,7 +83,7 @@ class ChatCommands(app_commands.Group):
     async def persona(self, interaction: discord.Interaction, name: str) -> None:
         # Checking an adapter persona waits for the model worker, which may be busy.
         await interaction.response.defer(thinking=True)
-        text = await self.bot.admin.set_persona(_key(interaction), name)
+        text = await self.bot.admin.set_persona(_key(interaction), repair_text(name))
         await interaction.followup.send(text, allowed_mentions=NO_MENTIONS)
 
     @persona.autocomplete("name")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from bot.admin import AdminService, first_word
 from bot.errors import NotPermitted, UserFacingError, shorten
-from bot.messages import ConversationKey
+from bot.messages import ConversationKey, repair_text
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,9 @@ Respond = Callable[[Reply], Awaitable[None]]
 
 
 def parse(text: str) -> tuple[str, str]:
-    """`"persona friendly"` -> `("persona", "friendly")`; empty text asks for help."""
-    subcommand, argument = first_word(text)
+    """`"persona friendly"` -> `("persona", "friendly")`; empty text asks for help. Text that is
+    not valid Unicode is repaired first, as messages are."""
+    subcommand, argument = first_word(repair_text(text))
     return (subcommand.lower() or "help"), argument
 
 

@@ -275,14 +275,17 @@ async def test_mention_gets_a_streamed_reply_whose_final_text_is_clean(start_bot
 
 def _long_script() -> str:
     """About 2,400 characters with a code block straddling the 2,000-character mark. The demo
-    tokenizer learned these corpus lines as single pieces (after a space), so the reply fits the
-    demo model's 1,024-token window; a cycle of four keeps repetition-collapsing away."""
-    cycle = [
-        " マスクとメガネで完全防備だよ笑。",
-        " かける前に聞いてほしい派です笑。",
-        " 三日坊主にならないようにね笑。",
-        " 草生える。<NL>",
+    tokenizer learned these corpus phrases as single pieces (after a space), so the reply fits
+    the demo model's 1,024-token window; each sentence strings three of them in its own order,
+    so no sentence repeats and repetition-collapsing keeps them all."""
+    phrases = [
+        "マスクとメガネで完全防備だよ笑",
+        "かける前に聞いてほしい派です笑",
+        "三日坊主にならないようにね笑",
+        "草生える",
     ]
+    sentences = [" " + " ".join(combo) + "。" for combo in itertools.product(phrases, repeat=3)]
+    cycle = [s + "<NL>" if i % 4 == 3 else s for i, s in enumerate(sentences)]
     code = "<NL>```<NL>" + "".join(f"x{i} = {i}<NL>" for i in range(6)) + "```<NL>"
     parts, length = [], 0
     for index in range(1000):
@@ -449,6 +452,16 @@ async def test_loading_a_model_is_deferred_then_followed_up(start_bot, fake) -> 
     assert deferred["type"] == 5  # "thinking…" within Discord's 3 seconds
     assert followup["content"].startswith("モデルを demo に切り替えました")
     assert pings_nobody(followup)
+
+
+async def test_a_command_argument_with_a_lone_surrogate_is_repaired(start_bot, fake) -> None:
+    """A broken JSON escape in an option (a lone "\\ud800") is repaired before the bot echoes
+    it, as message text is."""
+    bot = await start_bot(replies=[])
+    _, followup = await bot.command(
+        interaction(ALICE, "persona", {"name": "ない\ud800名前"}, administrator=True), responses=2
+    )
+    assert "ない\ufffd名前" in followup["content"]
 
 
 async def test_autocomplete_offers_personas_and_models(start_bot, fake) -> None:

@@ -88,6 +88,23 @@ def test_partial_text_hides_a_half_written_marker(partial, expected):
         ("1500000000000000001 と 121212121212", "1500000000000000001 と 121212121212"),
         ("<@1500000000000000001>さん", "<@1500000000000000001>さん"),
         ("すごいすごいすごいすごいすごい", "すごい"),
+        # A sentence repeated with others in between keeps its first occurrence...
+        (
+            "素敵な一日を過ごしてください。良い一日を…。素敵な一日を過ごしてください。",
+            "素敵な一日を過ごしてください。良い一日を…。",
+        ),
+        (
+            "お役に立てて嬉しいです。他に質問はありますか？お役に立てて嬉しいです！",
+            "お役に立てて嬉しいです。他に質問はありますか？",
+        ),
+        (
+            "京都に行きました。\n奈良にも行きました。\n京都に行きました。",
+            "京都に行きました。\n奈良にも行きました。\n",
+        ),
+        # ...but short interjections and answers may come back (under six letters).
+        ("はい。そうですね、行きましょう。はい。", "はい。そうですね、行きましょう。はい。"),
+        ("ありがとう！楽しかったです。ありがとう！", "ありがとう！楽しかったです。ありがとう！"),
+        ("なるほど。京都ですね。なるほど。", "なるほど。京都ですね。なるほど。"),
     ],
 )
 def test_collapse_repetition(text, expected):
@@ -105,3 +122,59 @@ def test_collapse_repetition(text, expected):
 )
 def test_trim_to_sentence(text, expected):
     assert trim_to_sentence(text) == expected
+
+
+# What abeja's GPTNeoXJapaneseTokenizer declares besides bytes and emoji (tests/model_families.py
+# builds the same list into its tiny vocabulary).
+ABEJA_TOKENS = frozenset(
+    {
+        "<SP>",
+        "<BR>",
+        "<TAB>",
+        "<URL>",
+        "<EMAIL>",
+        "<TEL>",
+        "<DATE>",
+        "<PRICE>",
+        "<BLOCK>",
+        "<KIGOU>",
+        "<U2000U2BFF>",
+        "<|startoftext|>",
+        "<|endoftext|>",
+        "<|byte10|>",
+        "<|emoji1|>",
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("詳しくは<URL>をご覧ください。", "詳しくはをご覧ください。"),
+        ("<DATE>に開催します<KIGOU>楽しみですね<BLOCK>", "に開催します楽しみですね"),
+        ("お問い合わせは<EMAIL>か<TEL>まで、<PRICE>です。", "お問い合わせはかまで、です。"),
+        ("記号<U2000U2BFF>の代わり", "記号の代わり"),
+        ("はい<SP>いいえ<TAB>たぶん", "はい いいえ たぶん"),
+        ("一行目<BR>二行目", "一行目\n二行目"),
+        ("<URL>", FALLBACK_REPLY),
+        # Tag-shaped leftovers the model invents, whatever the tokenizer declares.
+        ("‹回答者>はい、そうです。", "はい、そうです。"),
+        ("<回答>京都です。</回答>", "京都です。"),
+        ("<|im_end|>終わり<|byte7|>", "終わり"),
+        # Text that merely uses angle brackets stays.
+        ("<@1500000000000000001>さん、1 < 2 > 0 です (>_<) <3", None),
+        ("<https://example.com> を見て、<:smile:12345> <#123>", None),
+        ("＜お知らせ＞明日は休みです。〈重要〉", None),
+        ("C++ なら std::vector<int> や List<String> です。", None),  # code keeps its brackets
+        ("例:\n```\n<div>こんにちは</div>\n```\nと `<p>` です。", None),
+    ],
+)
+def test_clean_reply_removes_declared_and_tag_shaped_tokens(raw, expected):
+    assert clean_reply(raw, LINE.stop_strings, special_tokens=ABEJA_TOKENS) == (expected or raw)
+
+
+def test_streaming_hides_a_half_written_placeholder():
+    assert (
+        clean_partial("詳しくは<UR", LINE.stop_strings, special_tokens=ABEJA_TOKENS) == "詳しくは"
+    )
+    assert clean_partial("1 < 2", LINE.stop_strings, special_tokens=ABEJA_TOKENS) == "1 < 2"

@@ -49,6 +49,7 @@ _MARKUP_TEXT = {
     "<U2000U2BFF>": "‖",
 }
 _BYTE = re.compile(r"<\|byte(\d{1,3})\|>")
+_DECLARED_MARKUP = re.compile(r"<[^<>\s]+>")
 _PLAIN_LOOKAHEAD = 3  # words that do not start with "<" are matched up to this length
 
 
@@ -176,6 +177,11 @@ class GPTSanTokenizer:
         self.pad_id: int | None = self.vocab.get(PAD)
         self.segmenter_id = self.vocab.get(SEGMENTER)
         specials = sorted((t for t in SPECIAL_TOKENS if t in self.vocab), key=len, reverse=True)
+        # Every markup-shaped word (`<|segmenter|>`, `<BR>`, `<URL>`, `<|byte10|>`, emoji tags):
+        # users' text must not reach the model as one, nor the model's text reach users.
+        self.special_tokens = frozenset(
+            word for word in self.vocab if _DECLARED_MARKUP.fullmatch(word)
+        )
         self._special = re.compile("|".join(map(re.escape, specials))) if specials else None
 
     @classmethod
