@@ -1,4 +1,4 @@
-"""Migrations on a real SQLite file."""
+"""Migrations and the repository on a real SQLite file and a real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from sqlalchemy import inspect, text
 from bot.messages import ConversationKey
 from bot.storage.database import alembic_config, create_db_engine, upgrade_database
 from bot.storage.repository import Repository
+from tests.conftest import BOTH_DATABASES
 
 
 def test_upgrade_creates_the_schema_in_wal_mode(tmp_path):
@@ -21,8 +22,9 @@ def test_upgrade_creates_the_schema_in_wal_mode(tmp_path):
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
 
 
-def test_downgrade_and_upgrade_round_trip_keeps_working(tmp_path):
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'bot.sqlite3'}")
+@BOTH_DATABASES
+def test_downgrade_and_upgrade_round_trip_keeps_working(database_url):
+    engine = create_db_engine(database_url)
     upgrade_database(engine)
     command.downgrade(alembic_config(engine), "base")
     assert "messages" not in inspect(engine).get_table_names()
@@ -35,8 +37,9 @@ def test_downgrade_and_upgrade_round_trip_keeps_working(tmp_path):
     assert [m.text for m in repository.recent_messages(conversation)] == ["やあ"]
 
 
-def test_reset_keeps_old_conversations_stored(tmp_path):
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'bot.sqlite3'}")
+@BOTH_DATABASES
+def test_reset_keeps_old_conversations_stored(database_url):
+    engine = create_db_engine(database_url)
     upgrade_database(engine)
     repository = Repository(engine)
     key = ConversationKey("slack", "T1", "C1", "123.456")
@@ -48,8 +51,9 @@ def test_reset_keeps_old_conversations_stored(tmp_path):
     assert [m.text for m in repository.recent_messages(first)] == ["古い話"]
 
 
-def test_state_and_channel_settings_survive_a_new_engine(tmp_path):
-    url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+@BOTH_DATABASES
+def test_state_and_channel_settings_survive_a_new_engine(database_url):
+    url = database_url
     engine = create_db_engine(url)
     upgrade_database(engine)
     key = ConversationKey("discord", "g", "c")
