@@ -66,3 +66,31 @@ def test_state_and_channel_settings_survive_a_new_engine(database_url):
     assert again.channel_settings(key).persona == "friendly"
     assert again.channel_settings(key).sampling == {"temperature": 0.3}
     assert again.get_state("model") == "demo"
+
+
+def test_bots_starting_together_on_a_new_postgresql_database_both_upgrade_it(postgres):
+    """Replicas start at the same moment and each upgrades the schema on start."""
+    import threading
+
+    url = postgres.create_database()
+    engines = [create_db_engine(url) for _ in range(4)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(engines))
+
+    def upgrade(engine) -> None:
+        start.wait()
+        try:
+            upgrade_database(engine)
+        except BaseException as exc:  # the test reports any failure of any starter
+            errors.append(exc)
+
+    threads = [threading.Thread(target=upgrade, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    with engines[0].connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    for engine in engines:
+        engine.dispose()
