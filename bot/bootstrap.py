@@ -13,13 +13,14 @@ from sqlalchemy import Engine
 from bot.admin import AdminService
 from bot.conversation import ConversationManager, ManagerLimits
 from bot.errors import ModelLoadError
-from bot.locks import InFlight, KeyedLocks
+from bot.locks import InFlight
 from bot.model_loader import LoadedModel, LoadOptions, load_model
 from bot.rate_limit import RateLimiter
 from bot.settings import Settings
 from bot.storage.database import create_db_engine, upgrade_database
 from bot.storage.db_thread import DatabaseThread
 from bot.storage.repository import Repository
+from bot.storage.shared_locks import conversation_locks
 from bot.worker import ModelWorker
 from persona.registry import PersonaRegistry
 
@@ -101,7 +102,8 @@ def bootstrap(
         batch_window_s=settings.batch_window_ms / 1000,
     )
     personas = personas or PersonaRegistry.load(settings.persona_dir)
-    locks, in_flight = KeyedLocks(), InFlight()
+    # Across processes on PostgreSQL; within this one on SQLite.
+    locks, in_flight = conversation_locks(engine), InFlight()
     admin = AdminService(
         repository=repository,
         db=db,

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     slack_mode: Literal["socket", "http"] = "socket"
     slack_http_host: str = "0.0.0.0"
     slack_http_port: int = 3000
+    # The Web API's address: GovSlack's is https://slack-gov.com/api/ (tests use a local fake).
+    slack_api_url: str = "https://slack.com/api/"
     slack_admin_user_ids: IdList = []
     slack_workspace_admins_are_admins: bool = True
 

@@ -94,3 +94,37 @@ def test_bots_starting_together_on_a_new_postgresql_database_both_upgrade_it(pos
         assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
     for engine in engines:
         engine.dispose()
+
+
+def test_two_processes_creating_one_channel_at_once_share_it(postgres):
+    """Two threads of one Slack channel are two conversations, so two bot processes may store
+    their first messages at the same moment: both must land in the one channel row."""
+    import threading
+
+    url = postgres.create_database()
+    upgrade_database(create_db_engine(url))
+    repositories = [Repository(create_db_engine(url)) for _ in range(6)]
+    start = threading.Barrier(len(repositories))
+    errors: list[BaseException] = []
+
+    def first_message(i: int) -> None:
+        start.wait()
+        try:
+            repositories[i].add_user_message(
+                ConversationKey("slack", "T", "C", f"thread{i}"),
+                author_id="u",
+                author_name="n",
+                text=f"{i}",
+            )
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_message, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    with repositories[0].engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM channels")).scalar() == 1
+        assert connection.execute(text("SELECT count(*) FROM messages")).scalar() == 6
