@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PromptFormatName = Literal["auto", "rinna", "line", "plain"]
@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     discord_user_ids: IdList = []
     discord_admin_role_ids: IdList = []
     discord_admin_user_ids: IdList = []
+    # Sharding (Discord requires it past 2,500 servers): SHARD_COUNT shards in all, and the
+    # SHARD_IDS this process runs (empty: all of them). Unset: one unsharded connection.
+    shard_count: int | None = Field(None, ge=1)
+    shard_ids: Annotated[list[int], NoDecode] = []
 
     # Slack (configured when SLACK_BOT_TOKEN is set)
     slack_bot_token: SecretStr | None = None
@@ -93,6 +97,7 @@ class Settings(BaseSettings):
         "discord_admin_role_ids",
         "discord_admin_user_ids",
         "slack_admin_user_ids",
+        "shard_ids",
         mode="before",
     )
     @classmethod
@@ -100,6 +105,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _check_shards(self) -> Settings:
+        if self.shard_ids and self.shard_count is None:
+            raise ValueError("SHARD_IDS needs SHARD_COUNT (the number of shards in all)")
+        if self.shard_count is not None:
+            wrong = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
+            if wrong:
+                raise ValueError(
+                    f"SHARD_IDS {wrong} are outside 0..{self.shard_count - 1} (SHARD_COUNT)"
+                )
+        return self
 
     def configured_platforms(self) -> list[str]:
         platforms = []
