@@ -70,6 +70,7 @@ async def serve(app: App) -> None:
     if token is None:
         raise RuntimeError("DISCORD_TOKEN is not set")
     bot = create_bot(app)
+    app.monitor.register_platform("discord", lambda: bot.is_ready() and not bot.is_closed())
     async with bot:  # closes the connection on the way out, cancellation included
         try:
             await bot.start(token.get_secret_value())

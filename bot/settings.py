@@ -88,6 +88,10 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # Health and metrics over HTTP (/healthz, /metrics): off unless a port is set.
+    health_port: int | None = Field(None, ge=0, le=65535)
+    health_host: str = "127.0.0.1"
+
     @field_validator(
         "discord_command_guild_ids",
         "discord_guild_ids",

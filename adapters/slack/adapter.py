@@ -151,6 +151,12 @@ class SlackAdapter:
         log.info("Slack: HTTP mode on http://%s:%d%s", host, bound, EVENTS_PATH)
         return bound
 
+    async def is_connected(self) -> bool:
+        """For the health check: the Socket Mode connection is up, or the HTTP server serves."""
+        if self._socket is not None:
+            return bool(await self._socket.client.is_connected())
+        return self._runner is not None
+
     async def wait_idle(self) -> None:
         """Wait until no reply or command is in progress."""
         while self._tasks:
