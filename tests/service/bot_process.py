@@ -36,6 +36,7 @@ class BotProcess:
             **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MODEL")},
             "PYTHONPATH": str(ROOT),
             "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",  # the log file is read while the process runs
             **self.env,
         }
         with self.log_path.open("wb") as log:
