@@ -2,8 +2,8 @@
 against the fake Slack Web API: what a team running two replicas behind a load balancer gets.
 
 The load: THREADS Slack threads at once, TURNS mentions in each sent without waiting for the
-replies, and every event delivered twice at the same moment, to both processes (Slack's first
-delivery to one replica, its retry to the other)."""
+replies (turns alternate between the processes), and every event delivered twice, to both
+processes, 0.3 s apart (Slack's first delivery to one replica, its retry to the other)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from tests.service.bot_process import BotProcess, free_port
 SECRET = "multi-process-secret"
 THREADS = 6
 TURNS = 3
+RETRY_AFTER_S = 0.3
 WAIT_S = 240.0  # every reply of the load, on a busy 2-core machine
 
 
@@ -147,11 +148,15 @@ async def test_two_processes_answer_each_event_once_and_keep_every_thread_in_ord
                     thread_ts=None if turn == 0 else root(thread),
                 )
                 event_id = f"Ev{thread}x{turn}"
+                # Turns alternate between the processes; the retry follows a moment later (so
+                # the first delivery usually wins and both processes share the work).
                 first, other = urls[turn % 2], urls[(turn + 1) % 2]
-                await asyncio.gather(
-                    deliver(session, first, event, event_id),
-                    deliver(session, other, event, event_id, retry=1),
-                )
+
+                async def retry(url: str = other, event: dict = event, event_id: str = event_id):
+                    await asyncio.sleep(RETRY_AFTER_S)
+                    await deliver(session, url, event, event_id, retry=1)
+
+                await asyncio.gather(deliver(session, first, event, event_id), retry())
 
         await asyncio.gather(*(talk(t) for t in range(THREADS)))
 
