@@ -61,6 +61,10 @@ async def test_a_process_runs_the_shards_it_is_given_and_answers_on_them(
     finally:
         await bot.close()
         await asyncio.wait_for(task, WAIT_S)
+        # Let the handlers discord.py scheduled while closing run before the loop ends.
+        events = [t for t in asyncio.all_tasks() if t.get_name().startswith("discord.py:")]
+        if events:
+            await asyncio.wait(events, timeout=WAIT_S)
 
 
 @pytest.mark.parametrize(
