@@ -10,6 +10,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
+from bot.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -20,7 +22,15 @@ def create_db_engine(url: str) -> Engine:
     is_sqlite = parsed.get_backend_name() == "sqlite"
     if is_sqlite and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
+    try:
+        engine = create_engine(url)
+    except ImportError as exc:
+        if parsed.get_backend_name() != "postgresql":
+            raise
+        raise ConfigError(
+            "DATABASE_URL is a PostgreSQL URL but its driver is not installed: "
+            "pip install -e '.[postgres]' (psycopg 3), and use postgresql+psycopg://…"
+        ) from exc
     if is_sqlite:
 
         @event.listens_for(engine, "connect")

@@ -128,3 +128,15 @@ def test_two_processes_creating_one_channel_at_once_share_it(postgres):
     with repositories[0].engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM channels")).scalar() == 1
         assert connection.execute(text("SELECT count(*) FROM messages")).scalar() == 6
+
+
+def test_a_postgresql_url_without_its_driver_says_what_to_install(monkeypatch):
+    import sys
+
+    import pytest
+
+    from bot.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if psycopg were not installed
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[postgres\]'"):
+        create_db_engine("postgresql+psycopg://bot@127.0.0.1:5432/bot")
