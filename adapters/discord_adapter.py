@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class ShardedChatBot(ChatBot, discord.AutoShardedClient):
+    """The same bot on discord.py's sharded client: SHARD_COUNT shards, SHARD_IDS in this
+    process. Discord sends each guild's events to one shard, so processes running different
+    shards never see the same message."""
+
+
 def create_bot(app: App, *, handler: MessageHandler | None = None, **options: Any) -> ChatBot:
     """The client with its dependencies. `handler` replaces the conversation manager (tests wrap
     it to observe it); `options` go to ChatBot (tests pass a short `edit_interval_s`)."""
@@ -38,7 +44,16 @@ def create_bot(app: App, *, handler: MessageHandler | None = None, **options: An
         current = app.worker.current
         return [*registry.model_names(), *([current.name] if current else [])]
 
-    return ChatBot(
+    settings = app.settings
+    client: type[ChatBot] = ChatBot
+    if settings.shard_count is not None:
+        client = ShardedChatBot
+        options = {
+            "shard_count": settings.shard_count,
+            "shard_ids": settings.shard_ids or None,  # None: every shard in this process
+            **options,
+        }
+    return client(
         handler=handler or app.manager,
         admin=app.admin,
         settings=app.settings,
@@ -55,6 +70,7 @@ async def serve(app: App) -> None:
     if token is None:
         raise RuntimeError("DISCORD_TOKEN is not set")
     bot = create_bot(app)
+    app.monitor.register_platform("discord", lambda: bot.is_ready() and not bot.is_closed())
     async with bot:  # closes the connection on the way out, cancellation included
         try:
             await bot.start(token.get_secret_value())

@@ -15,6 +15,8 @@ async def serve(app: App) -> None:
     adapter = SlackAdapter(app)
     try:
         await adapter.start()
+        app.monitor.register_platform("slack", adapter.is_connected)
         await asyncio.Event().wait()
     finally:
+        app.monitor.unregister_platform("slack")
         await adapter.close()

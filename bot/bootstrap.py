@@ -14,13 +14,16 @@ from bot.admin import AdminService
 from bot.conversation import ConversationManager, ManagerLimits
 from bot.effective_settings import SettingsResolver
 from bot.errors import ModelLoadError
-from bot.locks import InFlight, KeyedLocks
+from bot.locks import InFlight
 from bot.model_loader import LoadedModel, LoadOptions, load_model
 from bot.rate_limit import RateLimiter
+from bot.service.metrics import BotMetrics
+from bot.service.monitor import Monitor
 from bot.settings import Settings
 from bot.storage.database import create_db_engine, upgrade_database
 from bot.storage.db_thread import DatabaseThread
 from bot.storage.repository import Repository
+from bot.storage.shared_locks import conversation_locks
 from bot.worker import ModelWorker
 from persona.registry import PersonaRegistry
 
@@ -39,10 +42,12 @@ class App:
     personas: PersonaRegistry
     admin: AdminService
     manager: ConversationManager
+    monitor: Monitor
 
     async def start(self) -> LoadedModel:
         """Upgrade the database, start the worker and load the configured model.
         Raises ModelLoadError (with a message saying what to change) if the model cannot load."""
+        await self.monitor.start()  # the health port says 503 until the model has loaded
         await self.db(upgrade_database, self.engine)
         default = self.settings.default_persona
         if default and default not in self.personas.names():
@@ -66,6 +71,7 @@ class App:
         return await self.worker.load(self.settings.model)
 
     async def close(self) -> None:
+        await self.monitor.close()
         await self.worker.stop()
         self.db.close()
         self.engine.dispose()
@@ -119,15 +125,25 @@ def bootstrap(
         },
         default_persona=settings.default_persona,
     )
+    metrics = BotMetrics()
     worker = ModelWorker(
-        _warning_about_budget(loader or default_loader(settings), resolver),
+        metrics.timed_loader(_warning_about_budget(loader or default_loader(settings), resolver)),
         max_batch_size=settings.max_batch_size,
         max_queue=settings.max_queue,
         idle_unload_s=settings.idle_unload_minutes * 60,
         max_adapters=settings.max_cached_adapters,
         batch_window_s=settings.batch_window_ms / 1000,
     )
-    locks, in_flight = KeyedLocks(), InFlight()
+    monitor = Monitor(
+        metrics=metrics,
+        engine=engine,
+        worker=worker,
+        platforms=settings.configured_platforms(),
+        host=settings.health_host,
+        port=settings.health_port,
+    )
+    # Across processes on PostgreSQL; within this one on SQLite.
+    locks, in_flight = conversation_locks(engine), InFlight()
     admin = AdminService(
         repository=repository,
         db=db,
@@ -155,5 +171,6 @@ def bootstrap(
         in_flight=in_flight,
         rate_limiter=RateLimiter(settings.user_rate_limit_per_minute),
         resolver=resolver,
+        observer=metrics,
     )
-    return App(settings, engine, repository, db, worker, personas, admin, manager)
+    return App(settings, engine, repository, db, worker, personas, admin, manager, monitor)

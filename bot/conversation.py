@@ -18,6 +18,7 @@ from bot.errors import InvalidMessage, UserFacingError
 from bot.locks import InFlight, KeyedLocks
 from bot.messages import ConversationKey, IncomingMessage, ReplySink
 from bot.model_loader import LoadedModel
+from bot.observe import NoObserver, ReplyObserver
 from bot.postprocess import FALLBACK_REPLY, clean_partial, clean_reply
 from bot.prompt_format import (
     PERSONA_FORMATS,
@@ -64,6 +65,7 @@ class ConversationManager:
         in_flight: InFlight,
         rate_limiter: RateLimiter,
         resolver: SettingsResolver,
+        observer: ReplyObserver | None = None,
     ) -> None:
         self.repository = repository
         self.db = db
@@ -75,21 +77,27 @@ class ConversationManager:
         self._in_flight = in_flight
         self._rate_limiter = rate_limiter
         self.resolver = resolver  # the same one /status uses
+        self._observer = observer or NoObserver()
 
     async def handle(self, message: IncomingMessage, sink: ReplySink) -> None:
         """Answer one message through `sink`. Never raises: every failure becomes a reply."""
         # A message of invisible characters alone is empty; they are not stored.
         text = strip_invisible(clean_control_chars(message.text)).strip()
+        platform, started = message.key.platform, time.monotonic()
+        self._observer.received(platform)
         try:
             if self.admin.is_command(text):
                 await sink.finish(await self.admin.run_text_command(message, text))
                 return
             self._rate_limiter.check(f"{message.key.platform}:{message.author_id}")
             async with self._locks.hold(message.key):
-                await self._chat(message, text, sink)
+                result = await self._chat(message, text, sink)
+            self._observer.replied(platform, result, time.monotonic() - started)
         except UserFacingError as exc:
+            self._observer.refused(platform, exc)
             await sink.finish(exc.user_message)
         except Exception:
+            self._observer.failed(platform)
             log.exception("failed to answer a message in %s", message.key)
             await sink.finish(GENERIC_FAILURE_REPLY)
 
@@ -102,7 +110,7 @@ class ConversationManager:
                 f"メッセージが長すぎます（{len(text):,}文字）。{limit:,}文字以内に分けて送ってください。"
             )
 
-    async def _chat(self, message: IncomingMessage, text: str, sink: ReplySink) -> None:
+    async def _chat(self, message: IncomingMessage, text: str, sink: ReplySink) -> GenerationResult:
         self._validate(text)
         key = message.key
         with self.worker.arriving() as submit:
@@ -165,6 +173,7 @@ class ConversationManager:
             reply = note if reply == FALLBACK_REPLY else f"{reply}\n{note}"
         _log_reply(key, result, persona.name if persona else "")
         await sink.finish(reply)
+        return result
 
     def _special_tokens(self) -> frozenset[str]:
         current = self.worker.current

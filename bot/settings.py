@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PromptFormatName = Literal["auto", "rinna", "line", "plain"]
@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     discord_user_ids: IdList = []
     discord_admin_role_ids: IdList = []
     discord_admin_user_ids: IdList = []
+    # Sharding (Discord requires it past 2,500 servers): SHARD_COUNT shards in all, and the
+    # SHARD_IDS this process runs (empty: all of them). Unset: one unsharded connection.
+    shard_count: int | None = Field(None, ge=1)
+    shard_ids: Annotated[list[int], NoDecode] = []
 
     # Slack (configured when SLACK_BOT_TOKEN is set)
     slack_bot_token: SecretStr | None = None
@@ -80,10 +84,16 @@ class Settings(BaseSettings):
     slack_mode: Literal["socket", "http"] = "socket"
     slack_http_host: str = "0.0.0.0"
     slack_http_port: int = 3000
+    # The Web API's address: GovSlack's is https://slack-gov.com/api/ (tests use a local fake).
+    slack_api_url: str = "https://slack.com/api/"
     slack_admin_user_ids: IdList = []
     slack_workspace_admins_are_admins: bool = True
 
     log_level: str = "INFO"
+
+    # Health and metrics over HTTP (/healthz, /metrics): off unless a port is set.
+    health_port: int | None = Field(None, ge=0, le=65535)
+    health_host: str = "127.0.0.1"
 
     @field_validator(
         "discord_command_guild_ids",
@@ -94,6 +104,7 @@ class Settings(BaseSettings):
         "discord_admin_role_ids",
         "discord_admin_user_ids",
         "slack_admin_user_ids",
+        "shard_ids",
         mode="before",
     )
     @classmethod
@@ -101,6 +112,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _check_shards(self) -> Settings:
+        if self.shard_ids and self.shard_count is None:
+            raise ValueError("SHARD_IDS needs SHARD_COUNT (the number of shards in all)")
+        if self.shard_count is not None:
+            wrong = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
+            if wrong:
+                raise ValueError(
+                    f"SHARD_IDS {wrong} are outside 0..{self.shard_count - 1} (SHARD_COUNT)"
+                )
+        return self
 
     def configured_platforms(self) -> list[str]:
         platforms = []

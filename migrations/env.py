@@ -34,15 +34,22 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _run_on(connection) -> None:  # type: ignore[no-untyped-def]
+    # Batch mode lets ALTER-style changes work on SQLite (copy-and-move of the table).
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+    connection.commit()
+
+
 def run_migrations_online() -> None:
+    # The bot hands in a connection that holds the migration lock (PostgreSQL).
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run_on(connection)
+        return
     with _engine().connect() as connection:
-        # Batch mode lets ALTER-style changes work on SQLite (copy-and-move of the table).
-        context.configure(
-            connection=connection, target_metadata=target_metadata, render_as_batch=True
-        )
-        with context.begin_transaction():
-            context.run_migrations()
-        connection.commit()
+        _run_on(connection)
 
 
 if context.is_offline_mode():

@@ -3,7 +3,8 @@ apps are bootstrapped for real (SQLite file, migrations, worker thread) in a tem
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,20 @@ from bot.demo_model import ensure_demo_model
 from bot.messages import ConversationKey, IncomingMessage
 from bot.settings import Settings
 from tests.fakes import demo_loader, scripted_loader
+from tests.postgres_server import PostgresServer, find_bin_dir
+
+DATABASES = ("sqlite", "postgresql")
+# A test that runs on both databases is marked `@BOTH_DATABASES`; a module sets
+# `RUN_ON_BOTH_DATABASES = True` to run every test that touches the database on both.
+BOTH_DATABASES = pytest.mark.parametrize("database_url", DATABASES, indirect=True)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if (
+        getattr(metafunc.module, "RUN_ON_BOTH_DATABASES", False)
+        and "database_url" in metafunc.fixturenames
+    ):
+        metafunc.parametrize("database_url", DATABASES, indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -23,12 +38,44 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
+def _unavailable(reason: str) -> None:
+    """Skip on a developer's machine; fail in CI, where a skipped database is a silent gap."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI is set, so the PostgreSQL tests must run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole run, on a free loopback port."""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        _unavailable("PostgreSQL is not installed (apt-get install postgresql)")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _unavailable("psycopg is not installed (pip install -e '.[postgres]')")
+    assert bin_dir is not None
+    server = PostgresServer(bin_dir).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path, model_cache: Path) -> Callable[..., Settings]:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file, or (parametrized "postgresql") a new database on
+    the session's PostgreSQL server."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        return request.getfixturevalue("postgres").create_database()
+    return f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+
+
+@pytest.fixture
+def make_settings(database_url: str, model_cache: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "model": "demo",
-            "database_url": f"sqlite:///{tmp_path / 'bot.sqlite3'}",
+            "database_url": database_url,
             "model_cache_dir": model_cache,
             "device": "cpu",
             "dtype": "fp32",

@@ -31,6 +31,7 @@ from adapters.slack.text import TEXT_LIMIT_BYTES, escape_mrkdwn, mentioned_user_
 from bot.bootstrap import App
 from bot.errors import ConfigError
 from bot.messages import ConversationKey, IncomingMessage
+from bot.storage.claims import EventClaims
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class SlackAdapter:
         self.text_limit = text_limit
         self.client = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(),
-            **({"base_url": api_base_url} if api_base_url else {}),
+            base_url=api_base_url or settings.slack_api_url,
             retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
         )
         secret = settings.slack_signing_secret
@@ -90,6 +91,7 @@ class SlackAdapter:
         )
         self.identity = BotIdentity("", "", "")
         self._recent = RecentKeys()
+        self._claims = EventClaims(app.engine)  # other bot processes on the same database
         self._tasks: set[asyncio.Task[None]] = set()
         self._replying: dict[ConversationKey, int] = {}
         self._socket: AsyncSocketModeHandler | None = None
@@ -148,6 +150,12 @@ class SlackAdapter:
         bound = int(self._runner.addresses[0][1])
         log.info("Slack: HTTP mode on http://%s:%d%s", host, bound, EVENTS_PATH)
         return bound
+
+    async def is_connected(self) -> bool:
+        """For the health check: the Socket Mode connection is up, or the HTTP server serves."""
+        if self._socket is not None:
+            return bool(await self._socket.client.is_connected())
+        return self._runner is not None
 
     async def wait_idle(self) -> None:
         """Wait until no reply or command is in progress."""
@@ -218,6 +226,9 @@ class SlackAdapter:
         # The same message can arrive as app_mention and as message, and again on retries.
         if not self._recent.first_time(message.identity):
             log.info("Slack: already answering %s", message.identity)
+            return
+        if not await self.app.db(self._claims.claim, f"slack:{key.workspace}:{message.identity}"):
+            log.info("Slack: another bot process is answering %s", message.identity)
             return
         sink = SlackReplySink(
             self.client,

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+
+from bot.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +22,15 @@ def create_db_engine(url: str) -> Engine:
     is_sqlite = parsed.get_backend_name() == "sqlite"
     if is_sqlite and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
+    try:
+        engine = create_engine(url)
+    except ImportError as exc:
+        if parsed.get_backend_name() != "postgresql":
+            raise
+        raise ConfigError(
+            "DATABASE_URL is a PostgreSQL URL but its driver is not installed: "
+            "pip install -e '.[postgres]' (psycopg 3), and use postgresql+psycopg://…"
+        ) from exc
     if is_sqlite:
 
         @event.listens_for(engine, "connect")
@@ -44,7 +54,27 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
+# Any fixed 64-bit number; conversation locks (bot/storage/shared_locks.py) hash into the same
+# space, and a collision would only make one wait for the other.
+MIGRATION_LOCK_ID = 0x6E69686F6E676F00
+
+
 def upgrade_database(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema up to `revision` (the bot does this on start)."""
-    command.upgrade(alembic_config(engine), revision)
+    """Bring the schema up to `revision` (the bot does this on start). On PostgreSQL, processes
+    starting together take turns (an advisory lock), so the schema is created exactly once."""
+    config = alembic_config(engine)
+    if engine.dialect.name != "postgresql":
+        command.upgrade(config, revision)
+    else:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+            connection.commit()  # the lock belongs to the session, not the transaction
+            try:
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+            finally:
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID}
+                )
+                connection.commit()
     log.info("database at %s is up to date", engine.url.render_as_string(hide_password=True))

@@ -67,3 +67,13 @@ class BotState(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class ClaimedEvent(Base):
+    """A platform event one bot process has taken on. The primary key makes the claim atomic
+    across processes: a retry delivered to another process finds the row and is dropped."""
+
+    __tablename__ = "claimed_events"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

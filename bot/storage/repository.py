@@ -6,10 +6,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Engine, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.messages import ConversationKey
-from bot.storage.models import BotState, Channel, Conversation, Message
+from bot.storage.models import BotState, Channel, Conversation, Message, utcnow
+
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 @dataclass(frozen=True)
@@ -42,14 +45,22 @@ class Repository:
             )
         )
         if channel is None and create:
-            channel = Channel(
-                platform=key.platform,
-                workspace_id=key.workspace,
-                channel_id=key.channel,
-                sampling={},
-            )
-            session.add(channel)
-            session.flush()
+            values = {
+                "platform": key.platform,
+                "workspace_id": key.workspace,
+                "channel_id": key.channel,
+                "sampling": {},
+                "created_at": utcnow(),
+            }
+            # Another bot process may create the same channel at this moment (two threads of
+            # one channel are two conversations, locked apart): insert unless it exists.
+            insert = _INSERTS.get(session.get_bind().dialect.name)
+            if insert is None:
+                session.add(Channel(**values))
+                session.flush()
+            else:
+                session.execute(insert(Channel).values(**values).on_conflict_do_nothing())
+            return self._channel(session, key, create=False)
         return channel
 
     def _active(self, session: Session, key: ConversationKey) -> Conversation:

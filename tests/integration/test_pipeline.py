@@ -1,4 +1,5 @@
-"""The real pipeline: SQLite file with migrations, worker thread, demo or scripted model."""
+"""The real pipeline: a SQLite file and a PostgreSQL database with migrations, worker thread,
+demo or scripted model."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import asyncio
 from bot.messages import NullSink
 from bot.postprocess import FALLBACK_REPLY
 from tests.conftest import message
+
+RUN_ON_BOTH_DATABASES = True
 
 
 class RecordingSink:

@@ -558,4 +558,10 @@ class FakeDiscord:
             "application": {"id": str(APP_ID), "flags": 0},
             "private_channels": [],
             "relationships": [],
+            # Discord echoes a sharded client's [shard_id, num_shards] from IDENTIFY.
+            **(
+                {"shard": self.identify["shard"]}
+                if self.identify and "shard" in self.identify
+                else {}
+            ),
         }
