@@ -15,6 +15,7 @@ from typing import Any
 
 from bot.admin import AdminService
 from bot.errors import InvalidMessage, UnknownName, UserFacingError
+from bot.lifecycle import SHUTDOWN_NOTE, SHUTTING_DOWN_REPLY, Replies
 from bot.locks import InFlight, KeyedLocks
 from bot.messages import ConversationKey, IncomingMessage, ReplySink
 from bot.model_loader import LoadedModel
@@ -65,6 +66,7 @@ class ConversationManager:
         locks: KeyedLocks,
         in_flight: InFlight,
         rate_limiter: RateLimiter,
+        replies: Replies | None = None,
     ) -> None:
         self.repository = repository
         self.db = db
@@ -75,15 +77,25 @@ class ConversationManager:
         self._locks = locks
         self._in_flight = in_flight
         self._rate_limiter = rate_limiter
+        self.replies = replies or Replies()
 
     async def handle(self, message: IncomingMessage, sink: ReplySink) -> None:
-        """Answer one message through `sink`. Never raises: every failure becomes a reply."""
+        """Answer one message through `sink`. Never raises: every failure becomes a reply.
+        While the bot shuts down, new messages are turned away (see bot/lifecycle.py)."""
+        if self.replies.closing:
+            await sink.finish(SHUTTING_DOWN_REPLY)
+            return
+        with self.replies.track():
+            await self._handle(message, sink)
+
+    async def _handle(self, message: IncomingMessage, sink: ReplySink) -> None:
         text = clean_control_chars(message.text).strip()
         try:
             if self.admin.is_command(text):
                 await sink.finish(await self.admin.run_text_command(message, text))
                 return
-            self._rate_limiter.check(f"{message.key.platform}:{message.author_id}")
+            if message.rate_limited:
+                self._rate_limiter.check(f"{message.key.platform}:{message.author_id}")
             async with self._locks.hold(message.key):
                 await self._chat(message, text, sink)
         except UserFacingError as exc:
@@ -170,6 +182,8 @@ class ConversationManager:
                 text=reply,
             )
         note = _NOTES.get(result.finish_reason)
+        if result.finish_reason == "cancelled" and self.replies.closing:
+            note = SHUTDOWN_NOTE
         if note:
             reply = note if reply == FALLBACK_REPLY else f"{reply}\n{note}"
         _log_reply(key, result, persona.name if persona else "")

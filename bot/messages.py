@@ -30,6 +30,7 @@ class IncomingMessage:
     author_name: str
     text: str
     is_admin: bool = False
+    rate_limited: bool = True  # False for the console's own user, who owns the machine
     sent_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
