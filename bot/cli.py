@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.errors import ConfigError, ModelLoadError
+from bot.errors import ConfigError, ModelLoadError, PlatformUnreachable
 from bot.lifecycle import StopSignals
 from bot.logs import configure_logging
 from bot.settings import Settings
@@ -142,6 +142,9 @@ async def _platforms(settings: Settings) -> int:
             if not task.cancelled() and isinstance(task.exception(), ConfigError):
                 print(f"error: {task.exception()}", file=sys.stderr)
                 return 2
+            if not task.cancelled() and isinstance(task.exception(), PlatformUnreachable):
+                print(f"error: {task.exception()}", file=sys.stderr)
+                return 3
             task.result()
         return 0
     finally:
