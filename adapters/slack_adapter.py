@@ -16,7 +16,7 @@ __all__ = ["serve"]
 async def serve(app: App) -> None:
     """Connect in the mode SLACK_MODE names and answer until the task is cancelled. Raises
     PlatformUnreachable when Slack cannot be reached at start; after that, slack_sdk's Socket
-    Mode client reconnects a dropped connection itself (checking every few seconds) and logs
+    Mode client reconnects a dropped connection itself (checking every 10 seconds) and logs
     it."""
     adapter = SlackAdapter(app)
     try:
