@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from bot.bootstrap import App
 
 log = logging.getLogger("bot")
+CONSOLE_END_BOUND_S = 5.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +104,8 @@ async def _console(settings: Settings) -> int:
         signals.install()
         chat = asyncio.create_task(console.run(signals.stop), name="console")
         await _serve_until_stopped(app, [chat], signals)
+        if not chat.cancelled():
+            chat.result()  # a failure inside the console surfaces here
         return 0
     finally:
         await app.close()
@@ -167,10 +170,13 @@ async def _serve_until_stopped(
     grace = app.settings.shutdown_grace_seconds
     log.info("%s received: taking no new messages and shutting down", signals.received)
     await app.stop_replies(grace, signals.hurry)
-    # The console ends by itself once stopped and its reply is written; platforms are
-    # cancelled by the caller, which disconnects them.
+    # The console ends by itself once stopped and its reply is written (cancelled if the
+    # reply was abandoned); platforms are cancelled by the caller, which disconnects them.
     console = [task for task in tasks if task.get_name() == "console"]
     if console:
+        _, stuck = await asyncio.wait(console, timeout=CONSOLE_END_BOUND_S)
+        for task in stuck:
+            task.cancel()
         await asyncio.wait(console)
     return set()
 
