@@ -232,6 +232,7 @@ async def test_serve_reconnects_a_dropped_gateway_connection_and_logs_it(
         first = fake._ws
         assert first is not None
         await first.close()  # the gateway goes away
+
         async def reconnected() -> None:
             while fake._ws is first:
                 await asyncio.sleep(0.05)
