@@ -48,11 +48,17 @@ def configure_logging(level: str, *, interactive_log_file: Path | None = None) -
     file instead, with only warnings and errors on stderr."""
     terminal = HoldingHandler()
     handlers: list[logging.Handler] = [terminal]
+    unwritable: OSError | None = None
     if interactive_log_file is not None:
-        interactive_log_file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(interactive_log_file, encoding="utf-8"))
-        terminal.setLevel(logging.WARNING)
+        try:
+            interactive_log_file.parent.mkdir(parents=True, exist_ok=True)
+            handlers.append(logging.FileHandler(interactive_log_file, encoding="utf-8"))
+            terminal.setLevel(logging.WARNING)
+        except OSError as exc:  # the full log stays on the terminal, between replies
+            unwritable = exc
     logging.basicConfig(level=level.upper(), format=FORMAT, datefmt=DATE_FORMAT, handlers=handlers)
+    if unwritable is not None:
+        logging.getLogger(__name__).warning("cannot write CONSOLE_LOG_FILE: %s", unwritable)
     # Libraries are chatty at INFO; their warnings still show.
     for name in ("httpx", "urllib3", "filelock", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
