@@ -19,6 +19,7 @@ from bot.logs import held_logs
 from bot.messages import ConversationKey, IncomingMessage
 from bot.protocols import MessageHandler
 
+READER_THREAD = "console-input"
 DEMO_BANNER = (
     "※ デモモデルで動いています（ランダムに初期化した小さなモデルなので、返事は意味をなしません）。"
     "本物のモデルは MODEL=rinna/japanese-gpt-neox-3.6b-instruction-ppo などで指定します。"
@@ -82,7 +83,6 @@ class ConsoleAdapter:
         user = _user_name()
         self.key = ConversationKey("console", "local", channel)
         self.author_id, self.author_name = user, user
-        self._reader: threading.Thread | None = None
 
     def announce(self, text: str) -> None:
         self.stderr.write(text + "\n")
@@ -96,35 +96,33 @@ class ConsoleAdapter:
                 "話しかけてください。/help でコマンド一覧、Ctrl-D か /quit で終了します。"
             )
         with self._terminal_restored():
-            while stop is None or not stop.is_set():
-                line = await self._next_line(stop)
-                if line is None:
-                    if self.interactive:  # Ctrl-D or Ctrl-C left the cursor on the prompt
-                        self.stdout.write("\n")
-                        self.stdout.flush()
-                    return
-                if self.interactive and line.strip() in ("/quit", "/exit"):
-                    return
-                message = IncomingMessage(
-                    key=self.key,
-                    author_id=self.author_id,
-                    author_name=self.author_name,
-                    text=line,
-                    is_admin=True,
-                    rate_limited=False,  # the person at the machine's own keyboard
-                )
-                if self.interactive:
-                    with held_logs():  # a log line must never land inside the reply
-                        self.stdout.write(f"{self.bot_name}> ")
-                        self.stdout.flush()
-                        await self.handler.handle(message, TerminalSink(self.stdout))
-                else:
-                    await self.handler.handle(message, LineSink(self.stdout))
+            await self._chat(stop)
 
-    @property
-    def reading(self) -> bool:
-        """Whether a thread is still blocked reading input (see `_next_line`)."""
-        return self._reader is not None and self._reader.is_alive()
+    async def _chat(self, stop: asyncio.Event | None) -> None:
+        while stop is None or not stop.is_set():
+            line = await self._next_line(stop)
+            if line is None:
+                if self.interactive:  # Ctrl-D or Ctrl-C left the cursor on the prompt
+                    self.stdout.write("\n")
+                    self.stdout.flush()
+                return
+            if self.interactive and line.strip() in ("/quit", "/exit"):
+                return
+            message = IncomingMessage(
+                key=self.key,
+                author_id=self.author_id,
+                author_name=self.author_name,
+                text=line,
+                is_admin=True,
+                rate_limited=False,  # the person at the machine's own keyboard
+            )
+            if self.interactive:
+                with held_logs():  # a log line must never land inside the reply
+                    self.stdout.write(f"{self.bot_name}> ")
+                    self.stdout.flush()
+                    await self.handler.handle(message, TerminalSink(self.stdout))
+            else:
+                await self.handler.handle(message, LineSink(self.stdout))
 
     async def _next_line(self, stop: asyncio.Event | None) -> str | None:
         """The next line, or None at end of input or once `stop` is set. Read on a daemon
@@ -150,8 +148,8 @@ class ConsoleAdapter:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
                 loop.call_soon_threadsafe(settle)
 
-        self._reader = threading.Thread(target=read, name="console-input", daemon=True)
-        self._reader.start()
+        # The name lets bot/cli.py see a read still blocked at exit.
+        threading.Thread(target=read, name=READER_THREAD, daemon=True).start()
         if stop is None:
             return await line
         stopping = asyncio.ensure_future(stop.wait())

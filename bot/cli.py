@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         code = asyncio.run(serve(settings))
     except KeyboardInterrupt:  # Ctrl-C while the model was still loading
         code = 130
-    if any(t.name == "console-input" and t.is_alive() for t in threading.enumerate()):
+    from adapters.console import READER_THREAD
+
+    if any(t.name == READER_THREAD and t.is_alive() for t in threading.enumerate()):
         # A thread blocked reading stdin cannot be interrupted, and the interpreter may abort
         # while finalising around it; everything is closed by now, so leave directly.
         logging.shutdown()
