@@ -72,12 +72,7 @@ class App:
         replies = self.manager.replies
         replies.closing = True
         if replies.count:
-            log.info(
-                "waiting up to %g s for %d repl%s in progress",
-                grace_s,
-                replies.count,
-                "y" if replies.count == 1 else "ies",
-            )
+            log.info("replies in progress: %d; waiting up to %g s", replies.count, grace_s)
             await replies.wait_idle(grace_s, hurry)
         if replies.count:
             stopped = self.admin.in_flight.cancel_all()
@@ -85,7 +80,7 @@ class App:
             # A stopped generation ends within a token; this bounds a platform that hangs
             # while sending the final text.
             if not await replies.wait_idle(STOPPED_REPLY_BOUND_S):
-                log.warning("%d repl(ies) did not finish; they are abandoned", replies.count)
+                log.warning("replies abandoned unfinished: %d", replies.count)
 
     async def close(self) -> None:
         await self.worker.stop()
