@@ -8,14 +8,19 @@ with line breaks inside a reply written as the two characters `\\n`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import io
 import sys
+import threading
+from collections.abc import Iterator
 from typing import TextIO
 
+from bot.logs import held_logs
 from bot.messages import ConversationKey, IncomingMessage
 from bot.protocols import MessageHandler
 
+READER_THREAD = "console-input"
 DEMO_BANNER = (
     "※ デモモデルで動いています（ランダムに初期化した小さなモデルなので、返事は意味をなしません）。"
     "本物のモデルは MODEL=rinna/japanese-gpt-neox-3.6b-instruction-ppo などで指定します。"
@@ -84,14 +89,23 @@ class ConsoleAdapter:
         self.stderr.write(text + "\n")
         self.stderr.flush()
 
-    async def run(self) -> None:
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Chat until end of input, /quit, or `stop` is set (then at once when waiting for a
+        line, else once the reply being written is finished)."""
         if self.interactive:
             self.announce(
                 "話しかけてください。/help でコマンド一覧、Ctrl-D か /quit で終了します。"
             )
-        while True:
-            line = await asyncio.to_thread(self._read_line)
+        with self._terminal_restored():
+            await self._chat(stop)
+
+    async def _chat(self, stop: asyncio.Event | None) -> None:
+        while stop is None or not stop.is_set():
+            line = await self._next_line(stop)
             if line is None:
+                if self.interactive:  # Ctrl-D or Ctrl-C left the cursor on the prompt
+                    self.stdout.write("\n")
+                    self.stdout.flush()
                 return
             if self.interactive and line.strip() in ("/quit", "/exit"):
                 return
@@ -101,13 +115,71 @@ class ConsoleAdapter:
                 author_name=self.author_name,
                 text=line,
                 is_admin=True,
+                rate_limited=False,  # the person at the machine's own keyboard
             )
             if self.interactive:
-                self.stdout.write(f"{self.bot_name}> ")
-                self.stdout.flush()
-                await self.handler.handle(message, TerminalSink(self.stdout))
+                with held_logs():  # a log line must never land inside the reply
+                    self.stdout.write(f"{self.bot_name}> ")
+                    self.stdout.flush()
+                    await self.handler.handle(message, TerminalSink(self.stdout))
             else:
                 await self.handler.handle(message, LineSink(self.stdout))
+
+    async def _next_line(self, stop: asyncio.Event | None) -> str | None:
+        """The next line, or None at end of input or once `stop` is set. Read on a daemon
+        thread, so that a read blocked on the keyboard never holds the process up when it
+        must exit (Ctrl-C at the prompt, SIGTERM)."""
+        loop = asyncio.get_running_loop()
+        line: asyncio.Future[str | None] = loop.create_future()
+
+        def read() -> None:
+            try:
+                value, error = self._read_line(), None
+            except BaseException as exc:
+                value, error = None, exc
+
+            def settle() -> None:
+                if line.done():
+                    return
+                if error is not None:
+                    line.set_exception(error)
+                else:
+                    line.set_result(value)
+
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+                loop.call_soon_threadsafe(settle)
+
+        # The name lets bot/cli.py see a read still blocked at exit.
+        threading.Thread(target=read, name=READER_THREAD, daemon=True).start()
+        if stop is None:
+            return await line
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({line, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        return None if stop.is_set() else line.result()
+
+    @contextlib.contextmanager
+    def _terminal_restored(self) -> Iterator[None]:
+        """Put the terminal's settings back on the way out: line editing changes them while a
+        line is read, and leaving in the middle of a read must not leave the shell without
+        echo."""
+        saved = None
+        if self.interactive:
+            with contextlib.suppress(ImportError, OSError, ValueError):
+                import termios
+
+                fd = self.stdin.fileno()
+                saved = (fd, termios.tcgetattr(fd))
+        try:
+            yield
+        finally:
+            if saved is not None:
+                import termios
+
+                with contextlib.suppress(OSError):
+                    termios.tcsetattr(saved[0], termios.TCSADRAIN, saved[1])
 
     def _read_line(self) -> str | None:
         if self.interactive:

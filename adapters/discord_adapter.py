@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import discord
 
 from adapters.discord.chat_channels import STATE_KEY, ChatChannels
 from adapters.discord.client import ChatBot
 from bot import registry
+from bot.errors import PlatformUnreachable
 from bot.protocols import MessageHandler
 
 if TYPE_CHECKING:
@@ -65,7 +67,9 @@ def create_bot(app: App, *, handler: MessageHandler | None = None, **options: An
 
 
 async def serve(app: App) -> None:
-    """Connect to Discord and answer until cancelled (or the connection fails for good)."""
+    """Connect to Discord and answer until cancelled (or the connection fails for good).
+    Raises PlatformUnreachable when Discord cannot be reached at start; after that, discord.py
+    reconnects a dropped gateway connection itself, with exponential backoff, and logs it."""
     token = app.settings.discord_token
     if token is None:
         raise RuntimeError("DISCORD_TOKEN is not set")
@@ -73,7 +77,13 @@ async def serve(app: App) -> None:
     app.monitor.register_platform("discord", lambda: bot.is_ready() and not bot.is_closed())
     async with bot:  # closes the connection on the way out, cancellation included
         try:
-            await bot.start(token.get_secret_value())
+            try:
+                await bot.login(token.get_secret_value())
+            except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+                raise PlatformUnreachable("Discord", exc) from exc
+            except discord.DiscordServerError as exc:  # an outage: 5xx from the API
+                raise PlatformUnreachable("Discord", exc) from exc
+            await bot.connect(reconnect=True)
         except discord.LoginFailure:
             log.error("Discord refused DISCORD_TOKEN; copy the bot token again (docs/DISCORD.md)")
             raise

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
+
 from adapters.slack.adapter import SlackAdapter
 from bot.bootstrap import App
+from bot.errors import PlatformUnreachable
 
 __all__ = ["serve"]
 
 
 async def serve(app: App) -> None:
-    """Connect in the mode SLACK_MODE names and answer until the task is cancelled."""
+    """Connect in the mode SLACK_MODE names and answer until the task is cancelled. Raises
+    PlatformUnreachable when Slack cannot be reached at start; after that, slack_sdk's Socket
+    Mode client reconnects a dropped connection itself (checking every 10 seconds) and logs
+    it."""
     adapter = SlackAdapter(app)
     try:
-        await adapter.start()
+        try:
+            await adapter.start()
+        except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+            raise PlatformUnreachable("Slack", exc) from exc
         app.monitor.register_platform("slack", adapter.is_connected)
         await asyncio.Event().wait()
     finally:

@@ -3,6 +3,7 @@ handed in (a fake loader, an in-memory database) so tests run the real wiring.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from persona.registry import PersonaRegistry
 log = logging.getLogger(__name__)
 
 Loader = Callable[[str], LoadedModel]
+STOPPED_REPLY_BOUND_S = 10.0
 
 
 @dataclass
@@ -69,6 +71,22 @@ class App:
                     exc,
                 )
         return await self.worker.load(self.settings.model)
+
+    async def stop_replies(self, grace_s: float, hurry: asyncio.Event | None = None) -> None:
+        """Take no new messages; give the replies in progress `grace_s` seconds (or until
+        `hurry` is set) to finish, then stop the rest, which end with a note."""
+        replies = self.manager.replies
+        replies.closing = True
+        if replies.count:
+            log.info("replies in progress: %d; waiting up to %g s", replies.count, grace_s)
+            await replies.wait_idle(grace_s, hurry)
+        if replies.count:
+            stopped = self.admin.in_flight.cancel_all()
+            log.warning("stopping %d generation(s) still running", stopped)
+            # A stopped generation ends within a token; this bounds a platform that hangs
+            # while sending the final text.
+            if not await replies.wait_idle(STOPPED_REPLY_BOUND_S):
+                log.warning("replies abandoned unfinished: %d", replies.count)
 
     async def close(self) -> None:
         await self.monitor.close()

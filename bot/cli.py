@@ -5,13 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bot.errors import ConfigError, ModelLoadError
+from bot.errors import ConfigError, ModelLoadError, PlatformUnreachable
+from bot.lifecycle import StopSignals
 from bot.logs import configure_logging
 from bot.settings import Settings
 
+if TYPE_CHECKING:
+    from bot.bootstrap import App
+
 log = logging.getLogger("bot")
+CONSOLE_END_BOUND_S = 5.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         print(format_catalogue())
         return 0
     settings = Settings()
-    configure_logging(settings.log_level)
+    console = args.command == "console" or (
+        args.command == "run" and not settings.configured_platforms()
+    )
+    log_file = settings.console_log_file
+    interactive = console and sys.stdin.isatty() and bool(log_file)
+    configure_logging(
+        settings.log_level, interactive_log_file=Path(log_file) if interactive else None
+    )
     if args.command == "db":
         from bot.storage.database import create_db_engine, upgrade_database
 
@@ -51,11 +67,21 @@ def main(argv: list[str] | None = None) -> int:
         counts = tuple(int(c) for c in args.channels.split(","))
         print(asyncio.run(run_benchmark(settings.model_cache_dir, counts, args.new_tokens)))
         return 0
-    serve = _platforms if args.command == "run" and settings.configured_platforms() else _console
+    serve = _console if console else _platforms
     try:
-        return asyncio.run(serve(settings))
-    except KeyboardInterrupt:
-        return 130
+        code = asyncio.run(serve(settings))
+    except KeyboardInterrupt:  # Ctrl-C while the model was still loading
+        code = 130
+    from adapters.console import READER_THREAD
+
+    if any(t.name == READER_THREAD and t.is_alive() for t in threading.enumerate()):
+        # A thread blocked reading stdin cannot be interrupted, and the interpreter may abort
+        # while finalising around it; everything is closed by now, so leave directly.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 async def _console(settings: Settings) -> int:
@@ -63,6 +89,7 @@ async def _console(settings: Settings) -> int:
     from bot.bootstrap import bootstrap
 
     app = bootstrap(settings)
+    signals: StopSignals | None = None
     console = ConsoleAdapter(
         app.manager, channel=settings.console_channel, bot_name=settings.bot_name
     )
@@ -75,10 +102,16 @@ async def _console(settings: Settings) -> int:
             return 2
         if model.is_demo:
             console.announce(DEMO_BANNER)
-        await console.run()
+        signals = StopSignals()
+        signals.install()
+        chat = asyncio.create_task(console.run(signals.stop), name="console")
+        await _serve_until_stopped(app, [chat], signals)
+        if not chat.cancelled():
+            chat.result()  # a failure inside the console surfaces here
         return 0
     finally:
         await app.close()
+        _log_stopped(signals)
 
 
 async def _platforms(settings: Settings) -> int:
@@ -88,12 +121,15 @@ async def _platforms(settings: Settings) -> int:
     from bot.bootstrap import bootstrap
 
     app = bootstrap(settings)
+    signals: StopSignals | None = None
     try:
         try:
             await app.start()
         except ModelLoadError as exc:
             print(f"error: {exc.user_message}", file=sys.stderr)
             return 2
+        signals = StopSignals()
+        signals.install()
         servers = []
         for platform in settings.configured_platforms():
             # Each adapter module exposes `async def serve(app) -> None`.
@@ -101,7 +137,7 @@ async def _platforms(settings: Settings) -> int:
             servers.append(asyncio.create_task(module.serve(app), name=platform))
         log.info("serving %s", ", ".join(settings.configured_platforms()))
         try:
-            done, _ = await asyncio.wait(servers, return_when=asyncio.FIRST_COMPLETED)
+            done = await _serve_until_stopped(app, servers, signals)
         finally:
             for task in servers:
                 task.cancel()
@@ -111,7 +147,42 @@ async def _platforms(settings: Settings) -> int:
             if not task.cancelled() and isinstance(task.exception(), ConfigError):
                 print(f"error: {task.exception()}", file=sys.stderr)
                 return 2
+            if not task.cancelled() and isinstance(task.exception(), PlatformUnreachable):
+                print(f"error: {task.exception()}", file=sys.stderr)
+                return 3
             task.result()
         return 0
     finally:
         await app.close()
+        _log_stopped(signals)
+
+
+async def _serve_until_stopped(
+    app: App, tasks: list[asyncio.Task[None]], signals: StopSignals
+) -> set[asyncio.Task[None]]:
+    """Wait until one of `tasks` ends or a signal asks to stop; then let the replies in
+    progress finish within SHUTDOWN_GRACE_SECONDS. The tasks that ended by themselves."""
+    stopping = asyncio.create_task(signals.stop.wait())
+    try:
+        done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not signals.stop.is_set():
+        return {task for task in done if task is not stopping}
+    grace = app.settings.shutdown_grace_seconds
+    log.info("%s received: taking no new messages and shutting down", signals.received)
+    await app.stop_replies(grace, signals.hurry)
+    # The console ends by itself once stopped and its reply is written (cancelled if the
+    # reply was abandoned); platforms are cancelled by the caller, which disconnects them.
+    console = [task for task in tasks if task.get_name() == "console"]
+    if console:
+        _, stuck = await asyncio.wait(console, timeout=CONSOLE_END_BOUND_S)
+        for task in stuck:
+            task.cancel()
+        await asyncio.wait(console)
+    return set()
+
+
+def _log_stopped(signals: StopSignals | None) -> None:
+    if signals is not None and signals.received:
+        log.info("shut down cleanly after %s", signals.received)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from bot.admin import AdminService
 from bot.effective_settings import ChannelSetup, SettingsResolver
 from bot.errors import InvalidMessage, UserFacingError
+from bot.lifecycle import SHUTDOWN_NOTE, SHUTTING_DOWN_REPLY, Replies
 from bot.locks import InFlight, KeyedLocks
 from bot.messages import ConversationKey, IncomingMessage, ReplySink
 from bot.model_loader import LoadedModel
@@ -66,6 +67,7 @@ class ConversationManager:
         rate_limiter: RateLimiter,
         resolver: SettingsResolver,
         observer: ReplyObserver | None = None,
+        replies: Replies | None = None,
     ) -> None:
         self.repository = repository
         self.db = db
@@ -78,9 +80,18 @@ class ConversationManager:
         self._rate_limiter = rate_limiter
         self.resolver = resolver  # the same one /status uses
         self._observer = observer or NoObserver()
+        self.replies = replies or Replies()
 
     async def handle(self, message: IncomingMessage, sink: ReplySink) -> None:
-        """Answer one message through `sink`. Never raises: every failure becomes a reply."""
+        """Answer one message through `sink`. Never raises: every failure becomes a reply.
+        While the bot shuts down, new messages are turned away (see bot/lifecycle.py)."""
+        if self.replies.closing:
+            await sink.finish(SHUTTING_DOWN_REPLY)
+            return
+        with self.replies.track():
+            await self._handle(message, sink)
+
+    async def _handle(self, message: IncomingMessage, sink: ReplySink) -> None:
         # A message of invisible characters alone is empty; they are not stored.
         text = strip_invisible(clean_control_chars(message.text)).strip()
         platform, started = message.key.platform, time.monotonic()
@@ -89,7 +100,8 @@ class ConversationManager:
             if self.admin.is_command(text):
                 await sink.finish(await self.admin.run_text_command(message, text))
                 return
-            self._rate_limiter.check(f"{message.key.platform}:{message.author_id}")
+            if message.rate_limited:
+                self._rate_limiter.check(f"{message.key.platform}:{message.author_id}")
             async with self._locks.hold(message.key):
                 result = await self._chat(message, text, sink)
             self._observer.replied(platform, result, time.monotonic() - started)
@@ -169,6 +181,8 @@ class ConversationManager:
                 text=reply,
             )
         note = _NOTES.get(result.finish_reason)
+        if result.finish_reason == "cancelled" and self.replies.closing:
+            note = SHUTDOWN_NOTE
         if note:
             reply = note if reply == FALLBACK_REPLY else f"{reply}\n{note}"
         _log_reply(key, result, persona.name if persona else "")

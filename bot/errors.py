@@ -53,3 +53,15 @@ class NotPermitted(UserFacingError):
 
 class ConfigError(RuntimeError):
     """The environment is missing or contradicts a setting; the message says which."""
+
+
+class PlatformUnreachable(RuntimeError):
+    """A chat platform could not be reached when the bot started (offline, DNS, firewall).
+    Once connected, the platform clients retry dropped connections themselves."""
+
+    def __init__(self, platform: str, reason: BaseException) -> None:
+        why = str(reason) or type(reason).__name__
+        super().__init__(
+            f"could not connect to {platform}: {why}. "
+            "Check the network (proxy, firewall) and start the bot again."
+        )

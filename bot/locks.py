@@ -40,9 +40,12 @@ class InFlight:
 
     def __init__(self) -> None:
         self._handles: dict[ConversationKey, Cancellable] = {}
+        self._stopping = False
 
     def add(self, key: ConversationKey, handle: Cancellable) -> None:
         self._handles[key] = handle
+        if self._stopping:  # submitted after cancel_all(): it must not outlive the shutdown
+            handle.cancel()
 
     def discard(self, key: ConversationKey, handle: Cancellable) -> None:
         if self._handles.get(key) is handle:
@@ -54,3 +57,10 @@ class InFlight:
             return False
         handle.cancel()
         return True
+
+    def cancel_all(self) -> int:
+        """Cancel every generation, and any submitted from now on (shutting down)."""
+        self._stopping = True
+        for handle in self._handles.values():
+            handle.cancel()
+        return len(self._handles)

@@ -50,6 +50,7 @@ class IncomingMessage:
     # A one-to-one conversation with the bot (Discord DM, Slack IM): nobody else's context is
     # in it, so what is admin-only in shared channels (/reset) is open there.
     is_dm: bool = False
+    rate_limited: bool = True  # False for the console's own user, who owns the machine
     sent_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def __post_init__(self) -> None:

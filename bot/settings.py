@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     max_queue: int = Field(64, ge=1)  # waiting requests before "busy" answers
     idle_unload_minutes: float = Field(0, ge=0)  # free the model after this idle time; 0 = never
 
+    # On SIGTERM or Ctrl-C, how long replies in progress may take to finish before they are
+    # stopped (a second signal stops them at once).
+    shutdown_grace_seconds: float = Field(20, ge=0)
+
     # How often a streamed reply is re-cleaned and handed to the platform (seconds).
     stream_update_interval_s: float = Field(0.2, ge=0)
 
@@ -60,6 +64,9 @@ class Settings(BaseSettings):
 
     # Console
     console_channel: str = "console"
+    # The interactive console shows only warnings and errors, between replies; every log line
+    # (LOG_LEVEL) goes to this file. Empty: all log lines on the terminal, between replies.
+    console_log_file: str = "./data/console.log"
 
     # Discord (configured when DISCORD_TOKEN is set)
     discord_token: SecretStr | None = None

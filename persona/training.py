@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from collections import Counter
@@ -603,9 +605,7 @@ def train(config: TrainConfig, progress: Progress = _stderr) -> TrainResult:
 
     held_out(step)
     adapter_dir = out / "adapter"
-    if adapter_dir.exists():
-        shutil.rmtree(adapter_dir)
-    _save_adapter(model, adapter_dir, {"step": step, "template": template, "base": config.base})
+    _replace_adapter(model, adapter_dir, {"step": step, "template": template, "base": config.base})
     persona_file = write_persona_file(config, template, adapter_dir)
     result = TrainResult(
         output_dir=out,
@@ -647,6 +647,49 @@ def _save_adapter(model: Any, folder: Path, info: dict[str, Any]) -> None:
     )
 
 
+def _replace_adapter(model: Any, target: Path, info: dict[str, Any]) -> None:
+    """Save into a fresh folder beside `target`, then swap it in, so the adapter that was there
+    survives a save that fails or is killed halfway (--overwrite of a good persona)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+    try:
+        _save_adapter(model, staging, info)
+        _swap_in(staging, target)
+    finally:
+        # After a swap this holds the old adapter; after a failure, the partial new one.
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Put folder `new` at `target`. An existing `target` ends up at `new`: exchanged in one
+    step where the kernel offers it (Linux renameat2), else with two renames, where a crash in
+    between leaves the old adapter at `new` rather than losing it."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    if _exchange(new, target):
+        return
+    parked = new.with_name(new.name + ".old")
+    os.rename(target, parked)
+    os.rename(new, target)
+    os.rename(parked, new)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where unsupported."""
+    if sys.platform != "linux":
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return done == 0
+
+
 def _toml_string(value: str) -> str:
     # A JSON string with unescaped non-ASCII is a valid TOML basic string.
     return json.dumps(value, ensure_ascii=False)
@@ -679,7 +722,10 @@ adapter = {_toml_string(adapter_ref)}
 {sampling}
 """
     target = persona_dir / f"{config.name}.toml"
-    target.write_text(text, encoding="utf-8")
+    # Written beside and renamed over, so a crash never leaves a torn persona file.
+    staging = target.with_name(f".{target.name}.new")
+    staging.write_text(text, encoding="utf-8")
+    os.replace(staging, target)
     return target
 
 

@@ -111,6 +111,13 @@ class ChatBot(discord.Client):
             len(self.guilds),
         )
 
+    async def on_disconnect(self) -> None:
+        if not self.is_closed():  # a lost connection, not our own shutdown
+            log.warning("Discord: connection lost; reconnecting (with growing waits)")
+
+    async def on_resumed(self) -> None:
+        log.info("Discord: connection resumed")
+
     async def on_message(self, message: discord.Message) -> None:
         me = self.user
         if me is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def run_console(tmp_path: Path, model_cache: Path, lines: list[str], **env: str):
     environment = {
         **os.environ,
+        "PYTHONPATH": str(ROOT),  # this checkout, not whichever one the venv has installed
         "MODEL": "demo",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.sqlite3'}",
         "MODEL_CACHE_DIR": str(model_cache),
@@ -81,3 +83,48 @@ def test_secrets_never_reach_the_log(tmp_path, model_cache):
     assert result.returncode == 0
     assert "supersecret" not in result.stdout + result.stderr
     assert "sig-secret" not in result.stdout + result.stderr
+
+
+def test_scripted_use_is_never_rate_limited(tmp_path, model_cache):
+    """The console's user owns the machine: a script may send as many lines as it likes."""
+    lines = [f"{n}番目の質問です" for n in range(15)]
+    result = run_console(
+        tmp_path, model_cache, lines, USER_RATE_LIMIT_PER_MINUTE="10", MAX_NEW_TOKENS="4"
+    )
+    assert result.returncode == 0, result.stderr
+    replies = result.stdout.splitlines()
+    assert len(replies) == 15
+    assert not [reply for reply in replies if "ペースが速い" in reply]
+
+
+def test_sigterm_while_waiting_for_input_stops_cleanly(tmp_path, model_cache):
+    """What systemd or Docker sends to a console bot fed by a pipe that stays open."""
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "MODEL": "demo",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.sqlite3'}",
+        "MODEL_CACHE_DIR": str(model_cache),
+        "MAX_NEW_TOKENS": "8",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "console"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+        cwd=tmp_path,
+    )
+    try:
+        process.stdin.write("こんにちは\n")
+        process.stdin.flush()
+        assert process.stdout.readline().strip()  # answered; now it waits for the next line
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(timeout=20)
+    finally:
+        process.kill()
+        _, stderr = process.communicate()
+    assert returncode == 0, stderr
+    assert "SIGTERM" in stderr and "shut down cleanly" in stderr
+    assert "Traceback" not in stderr and "Fatal Python error" not in stderr

@@ -245,3 +245,79 @@ def test_the_auto_template_is_the_format_the_bot_serves(
     options = LoadOptions(device="cpu", dtype="fp32", cache_dir=model_cache, prompt_format="line")
     served = load_model("demo", options)
     assert persona.prompt_format == served.prompt_format.name == "line"
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+def test_overwrite_that_fails_mid_save_keeps_the_old_adapter(
+    trained: dict[str, Any], model_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retrain with --overwrite that dies while writing the new adapter (disk full, killed)
+    leaves the previous adapter as it was, still loadable, and no half-written folder."""
+    import shutil
+
+    from peft import PeftModel
+
+    import persona.training as training
+
+    personas = tmp_path / "personas"
+    shutil.copytree(trained["root"] / "personas", personas)
+    adapter = personas / "foodie" / "adapter"
+    before = {p.name: p.read_bytes() for p in adapter.iterdir()}
+    real_save = training._save_adapter
+
+    def save_then_die(model: Any, folder: Path, info: dict[str, Any]) -> None:
+        if "checkpoints" in folder.parts:
+            real_save(model, folder, info)
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "adapter_model.safetensors").write_bytes(b"\0" * 100)  # a torn write
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(training, "_save_adapter", save_then_die)
+    argv = [*trained["argv"], "--overwrite", "--max-steps", "2", "--save-every", "0"]
+    argv[argv.index("--persona-dir") + 1] = str(personas)
+    with pytest.raises(OSError, match="No space"):
+        main(argv)
+
+    assert {p.name: p.read_bytes() for p in adapter.iterdir()} == before
+    assert sorted(p.name for p in adapter.parent.iterdir() if p.name.startswith(".")) == []
+    base = demo(model_cache)
+    PeftModel.from_pretrained(base.model, str(adapter))  # still loads
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+def test_overwrite_replaces_the_adapter_and_leaves_no_staging_folder(
+    trained: dict[str, Any], tmp_path: Path
+) -> None:
+    import shutil
+
+    personas = tmp_path / "personas"
+    shutil.copytree(trained["root"] / "personas", personas)
+    argv = [*trained["argv"], "--overwrite", "--max-steps", "2", "--save-every", "0"]
+    argv[argv.index("--persona-dir") + 1] = str(personas)
+    assert main(argv) == 0
+    adapter = personas / "foodie" / "adapter"
+    info = json.loads((adapter / "persona_training.json").read_text(encoding="utf-8"))
+    assert info["step"] == 2
+    assert (adapter / "adapter_model.safetensors").is_file()
+    hidden = [p.name for p in [*adapter.parent.iterdir(), *personas.iterdir()]]
+    assert not [name for name in hidden if name.startswith(".")]
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_swap_in_puts_the_new_folder_in_place_and_the_old_beside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
+) -> None:
+    import persona.training as training
+
+    if not exchange:  # the two-rename path other systems take
+        monkeypatch.setattr(training, "_exchange", lambda a, b: False)
+    target, new = tmp_path / "adapter", tmp_path / ".adapter.new-x"
+    target.mkdir()
+    (target / "weights").write_text("old")
+    new.mkdir()
+    (new / "weights").write_text("new")
+    training._swap_in(new, target)
+    assert (target / "weights").read_text() == "new"
+    assert (new / "weights").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".adapter.new-x", "adapter"]

@@ -221,6 +221,33 @@ async def test_serve_explains_a_missing_privileged_intent(
     assert "'Message Content Intent' is not enabled" in caplog.text
 
 
+async def test_serve_reconnects_a_dropped_gateway_connection_and_logs_it(
+    make_app: Callable[..., Any], fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once running, a lost connection is not the end: discord.py reconnects with backoff."""
+    caplog.set_level(logging.INFO, logger="adapters")
+    app = await make_app(replies=[], discord_token="t")
+    task = asyncio.create_task(serve(app))
+    try:
+        await asyncio.wait_for(fake.ready.wait(), WAIT_S)
+        first = fake._ws
+        assert first is not None
+        await first.close()  # the gateway goes away
+
+        async def reconnected() -> None:
+            while fake._ws is first:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(reconnected(), WAIT_S)
+        assert "Discord: connection lost; reconnecting" in caplog.text
+        assert not task.done()
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, WAIT_S)
+        await drain_events()
+
+
 async def test_slash_commands_register_in_the_configured_guild(start_bot, fake) -> None:
     await start_bot(replies=[])
     assert fake.requests_to("PUT", f"/applications/{APP_ID}/commands") == []
