@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _HUB_NAME_MAX = 96  # the Hub's limit for an organisation or repository name
 _TOKENIZER = ("spiece.model", "tokenizer.json", "vocab.txt", "tokenizer_config.json")
-_WEIGHTS = ("*.safetensors",)
+_WEIGHTS = ("*.safetensors", "*.bin")
 _WEIGHT_PATTERNS = ["*.json", "*.model", "*.txt", "*.safetensors", "tokenizer*"]
 _OFFLINE_HINT = (
     "ネットワークのない環境では MODEL=demo（同梱のデモモデル）か、"
@@ -220,6 +220,15 @@ def _check_folder(folder: Path) -> None:
         )
 
 
+def damaged_weights(folder: Path, exc: Exception) -> ModelLoadError:
+    """A weight file that cannot be read: truncated by an interrupted download, or garbage."""
+    return ModelLoadError(
+        f"モデルのフォルダ {shorten(str(folder), 60)} の重みファイル（{_files(folder, _WEIGHTS)}）を"
+        "読み込めません。壊れているか途中までしかありません。ダウンロードし直してください。",
+        detail=str(exc),
+    )
+
+
 def _files(folder: Path, patterns: tuple[str, ...]) -> str:
     names = sorted({p.name for pattern in patterns for p in folder.glob(pattern)})
     return "、".join(names[:3]) + ("…" if len(names) > 3 else "") if names else "なし"
@@ -321,11 +330,7 @@ def _load_model(spec: str, options: LoadOptions) -> LoadedModel:
             "DTYPE=fp16/bf16 を試してください。"
         ) from exc
     except SafetensorError as exc:
-        raise ModelLoadError(
-            f"モデルのフォルダ {shorten(str(folder), 60)} の重みファイル（{_files(folder, _WEIGHTS)}）を"
-            "読み込めません。壊れているか途中までしかありません。ダウンロードし直してください。",
-            detail=str(exc),
-        ) from exc
+        raise damaged_weights(folder, exc) from exc
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(
             f"モデル「{shorten(spec, 60)}」を読み込めませんでした: {type(exc).__name__}: "

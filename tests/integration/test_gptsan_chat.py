@@ -121,3 +121,30 @@ def test_persona_training_refuses_gptsan_as_a_base(gptsan_folder):
     config = TrainConfig(base=str(gptsan_folder), data=Path("x"), name="x", load=load)
     with pytest.raises(TrainingError, match="LoRA"):
         load_base(config)
+
+
+def test_a_truncated_weight_file_is_a_clear_load_error(tmp_path, gptsan_folder):
+    """An interrupted download of a GPTSAN checkpoint reads as the same clear message as any
+    other family's, not safetensors' own header error."""
+    import shutil
+
+    from bot.errors import ModelLoadError
+
+    folder = tmp_path / "gptsan-truncated"
+    shutil.copytree(gptsan_folder, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelLoadError) as caught:
+        load_model(str(folder), LoadOptions(device="cpu", dtype="fp32"))
+    message = caught.value.user_message
+    assert "重みファイル（model.safetensors）を読み込めません" in message, message
+    assert "header" not in message
+
+
+def test_the_log_says_which_format_was_chosen_and_why(gptsan_folder, caplog):
+    caplog.set_level(logging.INFO, logger="bot")
+    loaded = load_model(str(gptsan_folder), LoadOptions(device="cpu", dtype="fp32"))
+    assert loaded.prompt_format is GPTSAN
+    assert loaded.format_reason == "config.json の model_type（gptsan-japanese）"
+    lines = [r.getMessage() for r in caplog.records if "prompt format" in r.getMessage()]
+    assert lines == [f"model {gptsan_folder}: prompt format gptsan, from model_type in config.json"]

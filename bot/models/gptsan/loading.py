@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from bot.errors import ModelLoadError
+from bot.errors import ModelLoadError, shorten
 from bot.models.gptsan.config import config_from_dict, is_gptsan_config, read_config
 from bot.models.gptsan.modeling import GPTSanForGeneration
 from bot.models.gptsan.tokenizer import EMOJI_FILE, VOCAB_FILE, GPTSanTokenizer
@@ -44,7 +44,7 @@ def _weight_files(folder: Path) -> list[Path]:
             shards = json.loads((folder / index).read_text(encoding="utf-8"))["weight_map"]
             return [folder / name for name in sorted(set(shards.values()))]
     raise ModelLoadError(
-        f"フォルダ {folder} に GPTSAN の重み（model.safetensors か pytorch_model.bin）がありません。"
+        f"フォルダ {shorten(str(folder), 60)} に GPTSAN の重み（model.safetensors か pytorch_model.bin）がありません。"
     )
 
 
@@ -133,6 +133,6 @@ def load_tokenizer(folder: Path) -> GPTSanTokenizer:
     for name in (VOCAB_FILE, EMOJI_FILE):
         if not (folder / name).exists():
             raise ModelLoadError(
-                f"フォルダ {folder} に GPTSAN のトークナイザー（{name}）がありません。"
+                f"フォルダ {shorten(str(folder), 60)} に GPTSAN のトークナイザー（{name}）がありません。"
             )
     return GPTSanTokenizer.from_folder(folder)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from bot.errors import ModelLoadError, shorten
-from bot.model_loader import LoadedModel, LoadOptions, resolve_folder
+from bot.model_loader import LoadedModel, LoadOptions, damaged_weights, resolve_folder
 from bot.prompt_format import FORMATS, GPTSAN
 from bot.registry import find_entry
 from bot.sampling import FORMAT_DEFAULTS
+
+log = logging.getLogger(__name__)
 
 QUANTIZATION_REFUSED = (
     "GPTSAN（Switch Transformer）は 8-bit/4-bit 量子化に対応していません。"
@@ -33,16 +36,25 @@ def load_gptsan_model(spec: str, options: LoadOptions, device: str, dtype: Any) 
         raise ModelLoadError(
             f"モデル「{shorten(spec, 60)}」を読み込むメモリが足りません。DTYPE=fp16/bf16 の GPU を試してください。"
         ) from exc
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+    except SafetensorError as exc:
+        raise damaged_weights(folder, exc) from exc
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(
             f"モデル「{shorten(spec, 60)}」を読み込めませんでした: {type(exc).__name__}: {str(exc)[:200]}",
             detail=str(exc),
         ) from exc
     name = options.prompt_format
     prompt_format = GPTSAN if name == "auto" else FORMATS[name]
-    reason = (
-        "config.json の model_type（gptsan-japanese）" if name == "auto" else "PROMPT_FORMAT の設定"
-    )
+    if name != "auto":
+        reason, why = "PROMPT_FORMAT の設定", "PROMPT_FORMAT"
+    elif entry is not None:
+        reason, why = (
+            f"{entry.hub_id}（指定されたモデル名）",
+            f"{entry.hub_id} (the model name given)",
+        )
+    else:
+        reason, why = "config.json の model_type（gptsan-japanese）", "model_type in config.json"
+    log.info("model %s: prompt format %s, from %s", spec, prompt_format.name, why)
     context = entry.context_length if entry else model.config.max_position_embeddings
     return LoadedModel(
         name=spec,
