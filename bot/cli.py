@@ -100,6 +100,9 @@ async def _console(settings: Settings) -> int:
         except ModelLoadError as exc:
             console.announce(f"エラー: {exc.user_message}")
             return 2
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         if model.is_demo:
             console.announce(DEMO_BANNER)
         signals = StopSignals()
@@ -127,6 +130,9 @@ async def _platforms(settings: Settings) -> int:
             await app.start()
         except ModelLoadError as exc:
             print(f"error: {exc.user_message}", file=sys.stderr)
+            return 2
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
         signals = StopSignals()
         signals.install()

@@ -18,6 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 
+from bot.errors import ConfigError
 from bot.service.metrics import BotMetrics
 from bot.worker import ModelWorker
 
@@ -130,7 +131,15 @@ class Monitor:
         app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
+        try:
+            await web.TCPSite(self._runner, self.host, self.port).start()
+        except OSError as exc:  # in use, or a host this machine does not have
+            await self.close()
+            raise ConfigError(
+                f"HEALTH_PORT={self.port}: cannot listen on {self.host}:{self.port} "
+                f"({exc.strerror or exc}); choose a free port (another bot on this machine "
+                "needs its own) or leave HEALTH_PORT unset"
+            ) from None
         bound = self.port = int(self._runner.addresses[0][1])  # port 0 picks a free one
         log.info("health and metrics on http://%s:%d (/healthz, /metrics)", self.host, bound)
         return bound

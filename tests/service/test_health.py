@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.platforms.slack_fake_server import FakeSlack, fake_slack, mention
-from tests.service.bot_process import BotProcess, free_port
+from tests.service.bot_process import ROOT, BotProcess, free_port
 from tests.service.test_multi_process import bot_env, deliver, logs_of
 
 WAIT_S = 60.0
@@ -137,3 +141,42 @@ async def test_health_is_503_while_a_configured_platform_is_not_connected(make_a
 async def test_the_health_port_is_off_unless_configured(make_app):
     app = await make_app(replies=[])
     assert app.monitor.port is None
+
+
+@pytest.mark.parametrize("command", ["console", "run"])
+def test_a_busy_health_port_stops_start_up_with_one_error_line(
+    command: str, model_cache, tmp_path: Path
+):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SLACK_"))},
+            "PYTHONPATH": str(ROOT),
+            "MODEL": "demo",
+            "MODEL_CACHE_DIR": str(model_cache),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.sqlite3'}",
+            "HEALTH_PORT": str(port),
+        }
+        if command == "run":
+            env |= {
+                "SLACK_BOT_TOKEN": "xoxb-test",
+                "SLACK_SIGNING_SECRET": "s",
+                "SLACK_MODE": "http",
+            }
+        done = subprocess.run(
+            [sys.executable, "-m", "bot", command],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S * 2,
+        )
+    log = done.stdout + done.stderr
+    assert done.returncode == 2, log
+    assert "Traceback" not in log
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, log
+    assert f"HEALTH_PORT={port}" in errors[0] and "in use" in errors[0]
