@@ -127,7 +127,10 @@ def bootstrap(
     loader: Loader | None = None,
     engine: Engine | None = None,
     personas: PersonaRegistry | None = None,
+    platforms: list[str] | None = None,
 ) -> App:
+    """`platforms`: those this process will serve, which /healthz waits for (by default every
+    configured one; the console serves none, whatever tokens .env holds)."""
     engine = engine or create_db_engine(settings.database_url)
     repository = Repository(engine)
     db = DatabaseThread()
@@ -156,7 +159,7 @@ def bootstrap(
         metrics=metrics,
         engine=engine,
         worker=worker,
-        platforms=settings.configured_platforms(),
+        platforms=settings.configured_platforms() if platforms is None else platforms,
         host=settings.health_host,
         port=settings.health_port,
     )

@@ -88,7 +88,7 @@ async def _console(settings: Settings) -> int:
     from adapters.console import DEMO_BANNER, ConsoleAdapter
     from bot.bootstrap import bootstrap
 
-    app = bootstrap(settings)
+    app = bootstrap(settings, platforms=[])
     signals: StopSignals | None = None
     console = ConsoleAdapter(
         app.manager, channel=settings.console_channel, bot_name=settings.bot_name

@@ -180,3 +180,45 @@ def test_a_busy_health_port_stops_start_up_with_one_error_line(
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, log
     assert f"HEALTH_PORT={port}" in errors[0] and "in use" in errors[0]
+
+
+async def test_the_console_is_healthy_with_a_platform_token_in_the_environment(
+    model_cache, tmp_path: Path
+):
+    # A .env written for `run` also serves `console`, which connects to no platform.
+    health_port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SLACK_"))},
+        "PYTHONPATH": str(ROOT),
+        "MODEL": "demo",
+        "MODEL_CACHE_DIR": str(model_cache),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.sqlite3'}",
+        "DISCORD_TOKEN": "a-token-for-run",
+        "HEALTH_PORT": str(health_port),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "console",
+        cwd=tmp_path,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,  # kept open: the console waits for input
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(WAIT_S * 2):
+            while True:
+                try:
+                    status, _, body = await get(f"http://127.0.0.1:{health_port}/healthz")
+                except aiohttp.ClientError:
+                    status, body = 0, "{}"
+                if json.loads(body).get("model", {}).get("loaded"):
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        process.kill()
+        await process.wait()
+    assert status == 200, body
+    assert json.loads(body)["platforms"] == {}
