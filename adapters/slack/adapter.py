@@ -227,9 +227,6 @@ class SlackAdapter:
         if not self._recent.first_time(message.identity):
             log.info("Slack: already answering %s", message.identity)
             return
-        if not await self.app.db(self._claims.claim, f"slack:{key.workspace}:{message.identity}"):
-            log.info("Slack: another bot process is answering %s", message.identity)
-            return
         sink = SlackReplySink(
             self.client,
             message.channel,
@@ -237,6 +234,13 @@ class SlackAdapter:
             interval_s=self.update_interval_s,
             limit=self.text_limit,
         )
+        if self.app.manager.replies.closing:
+            # Before claiming: a retry of this event stays free for another bot process.
+            await self.app.manager.turn_away(PLATFORM, sink)
+            return
+        if not await self.app.db(self._claims.claim, f"slack:{key.workspace}:{message.identity}"):
+            log.info("Slack: another bot process is answering %s", message.identity)
+            return
         try:
             if message.reply_thread_ts and not message.in_dm:
                 await self.threads.join(key.workspace, message.channel, message.reply_thread_ts)

@@ -16,6 +16,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.lifecycle import SHUTTING_DOWN_REPLY
+from bot.messages import NullSink
+from tests.conftest import message
 from tests.platforms.slack_fake_server import FakeSlack, fake_slack, mention
 from tests.service.bot_process import ROOT, BotProcess, free_port
 from tests.service.test_multi_process import bot_env, deliver, logs_of
@@ -79,7 +82,7 @@ async def test_a_running_bot_reports_health_and_metrics_over_http(
     assert content_type.startswith("application/json")
     assert json.loads(body) == {
         "status": "ok",
-        "model": {"loaded": True, "name": "demo"},
+        "model": {"loaded": True, "name": "demo", "unloaded_while_idle": False},
         "database": True,
         "platforms": {"slack": True},
     }
@@ -132,7 +135,7 @@ async def test_health_is_503_while_a_configured_platform_is_not_connected(make_a
     assert status == 503
     assert json.loads(body) == {
         "status": "unavailable",
-        "model": {"loaded": True, "name": "demo"},
+        "model": {"loaded": True, "name": "demo", "unloaded_while_idle": False},
         "database": True,
         "platforms": {"slack": False},
     }
@@ -222,3 +225,38 @@ async def test_the_console_is_healthy_with_a_platform_token_in_the_environment(
         await process.wait()
     assert status == 200, body
     assert json.loads(body)["platforms"] == {}
+
+
+async def test_while_shutting_down_health_says_stopping_and_turned_away_messages_are_counted(
+    make_app,
+):
+    app = await make_app(replies=[], health_port=0)
+    base = f"http://127.0.0.1:{app.monitor.port}"
+    assert (await get(f"{base}/healthz"))[0] == 200
+    await app.stop_replies(0)
+    sink = NullSink()
+    await app.manager.handle(message("こんにちは"), sink)
+
+    status, _, body = await get(f"{base}/healthz")
+    assert status == 503
+    assert json.loads(body)["status"] == "stopping"
+    assert sink.text == SHUTTING_DOWN_REPLY
+    found = samples((await get(f"{base}/metrics"))[2])
+    assert value(found, "chatbot_refusals_total", platform="test", reason="shutting_down") == 1
+    assert value(found, "chatbot_messages_total", platform="test") == 1
+
+
+async def test_a_model_unloaded_while_idle_is_healthy_since_the_next_message_reloads_it(
+    make_app,
+):
+    app = await make_app(replies=[], health_port=0, idle_unload_minutes=0.005)  # 0.3 s
+    async with asyncio.timeout(WAIT_S):
+        while app.worker.current is not None:
+            await asyncio.sleep(0.05)
+    status, _, body = await get(f"http://127.0.0.1:{app.monitor.port}/healthz")
+    assert status == 200, body
+    assert json.loads(body)["model"] == {
+        "loaded": False,
+        "name": "demo",
+        "unloaded_while_idle": True,
+    }
