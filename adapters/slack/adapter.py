@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from adapters.slack.text import TEXT_LIMIT_BYTES, escape_mrkdwn, mentioned_user_
 from bot.bootstrap import App
 from bot.errors import ConfigError
 from bot.messages import ConversationKey, IncomingMessage
-from bot.storage.claims import EventClaims
+from bot.storage.claims import RENEW_EVERY, EventClaims
 
 log = logging.getLogger(__name__)
 
@@ -238,19 +238,42 @@ class SlackAdapter:
             # Before claiming: a retry of this event stays free for another bot process.
             await self.app.manager.turn_away(PLATFORM, sink)
             return
-        if not await self.app.db(self._claims.claim, f"slack:{key.workspace}:{message.identity}"):
+        claim = f"slack:{key.workspace}:{message.identity}"
+        if not await self.app.db(self._claims.claim, claim):
             log.info("Slack: another bot process is answering %s", message.identity)
             return
+        # Cancelled (the bot stopping) or killed before `done`, the claim lapses after its lease
+        # and a later delivery of the event is answered by whichever process gets it.
+        async with self._renewing(claim):
+            try:
+                if message.reply_thread_ts and not message.in_dm:
+                    await self.threads.join(key.workspace, message.channel, message.reply_thread_ts)
+                incoming = await self._incoming(message)
+            except Exception:
+                log.exception("Slack: could not read %s", message.identity)
+                await sink.finish(APOLOGY)
+            else:
+                with self._in_progress(key):
+                    await self.app.manager.handle(incoming, sink)
+        await self.app.db(self._claims.done, claim)
+
+    @asynccontextmanager
+    async def _renewing(self, claim: str) -> AsyncIterator[None]:
+        """Keep the claim's lease while the reply is worked out, however long it takes."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(RENEW_EVERY.total_seconds())
+                try:
+                    await self.app.db(self._claims.renew, claim)
+                except Exception:  # the database is away: the reply goes on regardless
+                    log.warning("Slack: could not renew the claim on %s", claim, exc_info=True)
+
+        renewing = asyncio.create_task(renew(), name=f"renew {claim}")
         try:
-            if message.reply_thread_ts and not message.in_dm:
-                await self.threads.join(key.workspace, message.channel, message.reply_thread_ts)
-            incoming = await self._incoming(message)
-        except Exception:
-            log.exception("Slack: could not read %s", message.identity)
-            await sink.finish(APOLOGY)
-            return
-        with self._in_progress(key):
-            await self.app.manager.handle(incoming, sink)
+            yield
+        finally:
+            renewing.cancel()
 
     async def _incoming(self, message: SlackMessage) -> IncomingMessage:
         author = await self.users.get(message.user_id)

@@ -76,4 +76,5 @@ class ClaimedEvent(Base):
     __tablename__ = "claimed_events"
 
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    claimed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)  # or last renewed
+    done_at: Mapped[datetime | None] = mapped_column(default=None)  # answered: never again

@@ -223,3 +223,13 @@ async def test_while_shutting_down_a_mention_is_turned_away_without_claiming_it(
     with app.engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM claimed_events")).scalar() == 0
     assert app.scripted.prompts == []
+
+
+async def test_an_answered_event_is_marked_done_so_no_retry_claims_it_again(slack_app, fake):
+    app, adapter = await slack_app(["一度だけ。"])
+    await deliver(fake, mention("こんにちは", ts=ROOT))
+    await replied(fake, adapter)
+    with app.engine.connect() as connection:
+        [(key, done_at)] = connection.execute(text("SELECT key, done_at FROM claimed_events")).all()
+    assert key == f"slack:{TEAM}:message:{CHANNEL}:{ROOT}"
+    assert done_at is not None
