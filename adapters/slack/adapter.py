@@ -85,7 +85,7 @@ class SlackAdapter:
             name="nihongo-chat-bot",
         )
         self.users = UserDirectory(self.client)
-        self.threads = JoinedThreads(self._load_state, self._save_state)
+        self.threads = JoinedThreads(self._thread_joined, self._join_thread)
         self.commands = ChatCommands(
             app.admin, is_admin=self.is_admin, stop_channel=self.stop_channel
         )
@@ -325,8 +325,8 @@ class SlackAdapter:
         if not task.cancelled() and task.exception() is not None:
             log.error("Slack task %r failed", task.get_name(), exc_info=task.exception())
 
-    async def _load_state(self, name: str) -> str | None:
-        return await self.app.db(self.app.repository.get_state, name)
+    async def _thread_joined(self, key: ConversationKey) -> bool:
+        return await self.app.db(self.app.repository.has_joined_thread, key)
 
-    async def _save_state(self, name: str, value: str) -> None:
-        await self.app.db(self.app.repository.set_state, name, value)
+    async def _join_thread(self, key: ConversationKey) -> None:
+        await self.app.db(self.app.repository.join_thread, key)
