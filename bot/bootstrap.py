@@ -15,6 +15,7 @@ from bot.admin import AdminService
 from bot.conversation import ConversationManager, ManagerLimits
 from bot.effective_settings import SettingsResolver
 from bot.errors import ModelLoadError
+from bot.lifecycle import Replies
 from bot.locks import InFlight
 from bot.model_loader import LoadedModel, LoadOptions, load_model
 from bot.rate_limit import RateLimiter
@@ -127,7 +128,10 @@ def bootstrap(
     loader: Loader | None = None,
     engine: Engine | None = None,
     personas: PersonaRegistry | None = None,
+    platforms: list[str] | None = None,
 ) -> App:
+    """`platforms`: those this process will serve, which /healthz waits for (by default every
+    configured one; the console serves none, whatever tokens .env holds)."""
     engine = engine or create_db_engine(settings.database_url)
     repository = Repository(engine)
     db = DatabaseThread()
@@ -152,11 +156,13 @@ def bootstrap(
         max_adapters=settings.max_cached_adapters,
         batch_window_s=settings.batch_window_ms / 1000,
     )
+    replies = Replies()  # the manager tracks them; /healthz says when they are closing
     monitor = Monitor(
         metrics=metrics,
+        replies=replies,
         engine=engine,
         worker=worker,
-        platforms=settings.configured_platforms(),
+        platforms=settings.configured_platforms() if platforms is None else platforms,
         host=settings.health_host,
         port=settings.health_port,
     )
@@ -190,5 +196,6 @@ def bootstrap(
         rate_limiter=RateLimiter(settings.user_rate_limit_per_minute),
         resolver=resolver,
         observer=metrics,
+        replies=replies,
     )
     return App(settings, engine, repository, db, worker, personas, admin, manager, monitor)

@@ -88,7 +88,7 @@ async def _console(settings: Settings) -> int:
     from adapters.console import DEMO_BANNER, ConsoleAdapter
     from bot.bootstrap import bootstrap
 
-    app = bootstrap(settings)
+    app = bootstrap(settings, platforms=[])
     signals: StopSignals | None = None
     console = ConsoleAdapter(
         app.manager, channel=settings.console_channel, bot_name=settings.bot_name
@@ -99,6 +99,9 @@ async def _console(settings: Settings) -> int:
             model = await app.start()
         except ModelLoadError as exc:
             console.announce(f"エラー: {exc.user_message}")
+            return 2
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
         if model.is_demo:
             console.announce(DEMO_BANNER)
@@ -127,6 +130,9 @@ async def _platforms(settings: Settings) -> int:
             await app.start()
         except ModelLoadError as exc:
             print(f"error: {exc.user_message}", file=sys.stderr)
+            return 2
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
         signals = StopSignals()
         signals.install()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bot.admin import AdminService
 from bot.effective_settings import ChannelSetup, SettingsResolver
-from bot.errors import InvalidMessage, UserFacingError
+from bot.errors import InvalidMessage, ShuttingDown, UserFacingError
 from bot.lifecycle import SHUTDOWN_NOTE, SHUTTING_DOWN_REPLY, Replies
 from bot.locks import InFlight, KeyedLocks
 from bot.messages import ConversationKey, IncomingMessage, ReplySink
@@ -86,10 +86,16 @@ class ConversationManager:
         """Answer one message through `sink`. Never raises: every failure becomes a reply.
         While the bot shuts down, new messages are turned away (see bot/lifecycle.py)."""
         if self.replies.closing:
-            await sink.finish(SHUTTING_DOWN_REPLY)
+            await self.turn_away(message.key.platform, sink)
             return
         with self.replies.track():
             await self._handle(message, sink)
+
+    async def turn_away(self, platform: str, sink: ReplySink) -> None:
+        """Answer a message that arrived while shutting down (counted as a refusal)."""
+        self._observer.received(platform)
+        self._observer.refused(platform, ShuttingDown(SHUTTING_DOWN_REPLY))
+        await sink.finish(SHUTTING_DOWN_REPLY)
 
     async def _handle(self, message: IncomingMessage, sink: ReplySink) -> None:
         # A message of invisible characters alone is empty; they are not stored.

@@ -47,6 +47,10 @@ class GenerationFailed(UserFacingError):
     """Generation failed for this request; the worker keeps serving."""
 
 
+class ShuttingDown(UserFacingError):
+    """The bot is stopping and takes no new messages."""
+
+
 class NotPermitted(UserFacingError):
     """A non-admin asked for an admin-only command."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bot.prompt_format import FORMATS
 from bot.sampling import SamplingParams
 
 
@@ -235,7 +236,8 @@ def format_catalogue() -> str:
     lines.append("")
     lines.append("Memory is an estimate: weights plus ~20 % for activations and a short KV cache.")
     lines.append(
-        "Any other hub id or local folder also works (PROMPT_FORMAT=auto|rinna|line|plain)."
+        "Any other hub id or local folder also works "
+        f"(PROMPT_FORMAT={'|'.join(['auto', *FORMATS])})."
     )
     lines.append(
         "GPTSAN runs on the project's own GPTSAN code (transformers 5 dropped it); 8-bit/4-bit "

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-PromptFormatName = Literal["auto", "rinna", "line", "plain"]
+PromptFormatName = Literal["auto", "rinna", "line", "plain", "gptsan"]  # prompt_format.FORMATS
 # Comma-separated ids in the environment ("123,456"), a list in code.
 IdList = Annotated[list[str], NoDecode]
 

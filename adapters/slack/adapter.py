@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from adapters.slack.text import TEXT_LIMIT_BYTES, escape_mrkdwn, mentioned_user_
 from bot.bootstrap import App
 from bot.errors import ConfigError
 from bot.messages import ConversationKey, IncomingMessage
-from bot.storage.claims import EventClaims
+from bot.storage.claims import RENEW_EVERY, EventClaims
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class SlackAdapter:
             name="nihongo-chat-bot",
         )
         self.users = UserDirectory(self.client)
-        self.threads = JoinedThreads(self._load_state, self._save_state)
+        self.threads = JoinedThreads(self._thread_joined, self._join_thread)
         self.commands = ChatCommands(
             app.admin, is_admin=self.is_admin, stop_channel=self.stop_channel
         )
@@ -227,9 +227,6 @@ class SlackAdapter:
         if not self._recent.first_time(message.identity):
             log.info("Slack: already answering %s", message.identity)
             return
-        if not await self.app.db(self._claims.claim, f"slack:{key.workspace}:{message.identity}"):
-            log.info("Slack: another bot process is answering %s", message.identity)
-            return
         sink = SlackReplySink(
             self.client,
             message.channel,
@@ -237,16 +234,46 @@ class SlackAdapter:
             interval_s=self.update_interval_s,
             limit=self.text_limit,
         )
-        try:
-            if message.reply_thread_ts and not message.in_dm:
-                await self.threads.join(key.workspace, message.channel, message.reply_thread_ts)
-            incoming = await self._incoming(message)
-        except Exception:
-            log.exception("Slack: could not read %s", message.identity)
-            await sink.finish(APOLOGY)
+        if self.app.manager.replies.closing:
+            # Before claiming: a retry of this event stays free for another bot process.
+            await self.app.manager.turn_away(PLATFORM, sink)
             return
-        with self._in_progress(key):
-            await self.app.manager.handle(incoming, sink)
+        claim = f"slack:{key.workspace}:{message.identity}"
+        if not await self.app.db(self._claims.claim, claim):
+            log.info("Slack: another bot process is answering %s", message.identity)
+            return
+        # Cancelled (the bot stopping) or killed before `done`, the claim lapses after its lease
+        # and a later delivery of the event is answered by whichever process gets it.
+        async with self._renewing(claim):
+            try:
+                if message.reply_thread_ts and not message.in_dm:
+                    await self.threads.join(key.workspace, message.channel, message.reply_thread_ts)
+                incoming = await self._incoming(message)
+            except Exception:
+                log.exception("Slack: could not read %s", message.identity)
+                await sink.finish(APOLOGY)
+            else:
+                with self._in_progress(key):
+                    await self.app.manager.handle(incoming, sink)
+        await self.app.db(self._claims.done, claim)
+
+    @asynccontextmanager
+    async def _renewing(self, claim: str) -> AsyncIterator[None]:
+        """Keep the claim's lease while the reply is worked out, however long it takes."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(RENEW_EVERY.total_seconds())
+                try:
+                    await self.app.db(self._claims.renew, claim)
+                except Exception:  # the database is away: the reply goes on regardless
+                    log.warning("Slack: could not renew the claim on %s", claim, exc_info=True)
+
+        renewing = asyncio.create_task(renew(), name=f"renew {claim}")
+        try:
+            yield
+        finally:
+            renewing.cancel()
 
     async def _incoming(self, message: SlackMessage) -> IncomingMessage:
         author = await self.users.get(message.user_id)
@@ -298,8 +325,8 @@ class SlackAdapter:
         if not task.cancelled() and task.exception() is not None:
             log.error("Slack task %r failed", task.get_name(), exc_info=task.exception())
 
-    async def _load_state(self, name: str) -> str | None:
-        return await self.app.db(self.app.repository.get_state, name)
+    async def _thread_joined(self, key: ConversationKey) -> bool:
+        return await self.app.db(self.app.repository.has_joined_thread, key)
 
-    async def _save_state(self, name: str, value: str) -> None:
-        await self.app.db(self.app.repository.set_state, name, value)
+    async def _join_thread(self, key: ConversationKey) -> None:
+        await self.app.db(self.app.repository.join_thread, key)

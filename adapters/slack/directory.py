@@ -1,10 +1,9 @@
 """What the adapter remembers about Slack: people (users.info, cached) and the threads the bot
-has joined (kept in the bot's key/value state so they survive a restart)."""
+has joined (stored in the database, so they survive a restart and are shared by processes)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import OrderedDict
@@ -14,6 +13,8 @@ from dataclasses import dataclass
 import aiohttp
 from slack_sdk.errors import SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.messages import ConversationKey
 
 log = logging.getLogger(__name__)
 
@@ -80,68 +81,46 @@ class UserDirectory:
         return SlackUser(user_id, name, admin)
 
 
-LoadState = Callable[[str], Awaitable[str | None]]
-SaveState = Callable[[str, str], Awaitable[None]]
+ThreadCheck = Callable[[ConversationKey], Awaitable[bool]]
+ThreadJoin = Callable[[ConversationKey], Awaitable[None]]
 
 
 class JoinedThreads:
     """Threads the bot answered in, so plain replies there continue the conversation.
 
-    Stored per channel as a JSON list of thread timestamps (the newest `per_channel`), under
-    one state key per channel; channels are loaded on first use and cached.
+    One database row per thread, shared by every bot process on the database: a thread another
+    process joined is found there, and joins never overwrite each other. A thread is never left,
+    so the ones known here are cached; the others are looked up on each plain reply.
     """
 
-    def __init__(
-        self,
-        load: LoadState,
-        save: SaveState,
-        *,
-        per_channel: int = 500,
-        cached_channels: int = 256,
-    ) -> None:
-        self._load = load
-        self._save = save
-        self.per_channel = per_channel
-        self.cached_channels = cached_channels
-        self._channels: OrderedDict[str, list[str]] = OrderedDict()
-        self._lock = asyncio.Lock()
+    def __init__(self, is_joined: ThreadCheck, join: ThreadJoin, *, cached: int = 10_000) -> None:
+        self._is_joined = is_joined
+        self._join = join
+        self.cached = cached
+        self._known: OrderedDict[ConversationKey, None] = OrderedDict()
 
     @staticmethod
-    def state_key(team_id: str, channel: str) -> str:
-        return f"slack:threads:{team_id}:{channel}"
+    def key(team_id: str, channel: str, thread_ts: str) -> ConversationKey:
+        return ConversationKey("slack", team_id, channel, thread_ts)
 
     async def contains(self, team_id: str, channel: str, thread_ts: str) -> bool:
-        return thread_ts in await self._threads(team_id, channel)
+        key = self.key(team_id, channel, thread_ts)
+        if key in self._known:
+            self._known.move_to_end(key)
+            return True
+        if await self._is_joined(key):
+            self._remember(key)
+            return True
+        return False
 
     async def join(self, team_id: str, channel: str, thread_ts: str) -> None:
-        threads = await self._threads(team_id, channel)
-        if thread_ts in threads:
-            return
-        threads.append(thread_ts)
-        del threads[: -self.per_channel]
-        # Serialised now, saved in call order on the one database thread: the last save wins
-        # and holds every join before it.
-        await self._save(self.state_key(team_id, channel), json.dumps(threads))
+        key = self.key(team_id, channel, thread_ts)
+        if key not in self._known:
+            await self._join(key)
+        self._remember(key)
 
-    async def _threads(self, team_id: str, channel: str) -> list[str]:
-        key = self.state_key(team_id, channel)
-        async with self._lock:  # one load per channel, even when two events race
-            threads = self._channels.get(key)
-            if threads is None:
-                threads = _parse(await self._load(key))
-                self._channels[key] = threads
-            self._channels.move_to_end(key)
-            while len(self._channels) > self.cached_channels:
-                self._channels.popitem(last=False)
-            return threads
-
-
-def _parse(value: str | None) -> list[str]:
-    if not value:
-        return []
-    try:
-        threads = json.loads(value)
-    except ValueError:
-        log.warning("ignored unreadable joined-thread state: %r", value[:80])
-        return []
-    return [str(ts) for ts in threads] if isinstance(threads, list) else []
+    def _remember(self, key: ConversationKey) -> None:
+        self._known[key] = None
+        self._known.move_to_end(key)
+        while len(self._known) > self.cached:
+            self._known.popitem(last=False)

@@ -1,7 +1,8 @@
 """Health and metrics of a running bot, and the optional HTTP port that serves them.
 
-`/healthz` answers 200 when the model is loaded, the database answers and every configured
-platform is connected, 503 otherwise (with which check failed, as JSON); `/metrics` is the
+`/healthz` answers 200 when the model is loaded (or unloaded while idle: the next message
+reloads it), the database answers and every served platform is connected; 503 otherwise, and
+while shutting down (with which check failed, as JSON); `/metrics` is the
 Prometheus text format. Off unless HEALTH_PORT is set; on 127.0.0.1 unless HEALTH_HOST says
 otherwise (the numbers are not secret, but nothing outside needs them by default).
 """
@@ -18,6 +19,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 
+from bot.errors import ConfigError
+from bot.lifecycle import Replies
 from bot.service.metrics import BotMetrics
 from bot.worker import ModelWorker
 
@@ -33,15 +36,23 @@ class Health:
     model: str | None
     database: bool
     platforms: dict[str, bool]
+    idle_unloaded: bool = False  # unloaded after IDLE_UNLOAD_MINUTES; the next message reloads it
+    stopping: bool = False  # shutting down: new messages are turned away
 
     @property
     def ok(self) -> bool:
-        return self.model_loaded and self.database and all(self.platforms.values())
+        serving = self.model_loaded or self.idle_unloaded
+        return serving and self.database and all(self.platforms.values()) and not self.stopping
 
     def as_json(self) -> dict:
+        status = "stopping" if self.stopping else "ok" if self.ok else "unavailable"
         return {
-            "status": "ok" if self.ok else "unavailable",
-            "model": {"loaded": self.model_loaded, "name": self.model},
+            "status": status,
+            "model": {
+                "loaded": self.model_loaded,
+                "name": self.model,
+                "unloaded_while_idle": self.idle_unloaded,
+            },
             "database": self.database,
             "platforms": self.platforms,
         }
@@ -58,6 +69,7 @@ class Monitor:
         engine: Engine,
         worker: ModelWorker,
         platforms: list[str],
+        replies: Replies,
         host: str = "127.0.0.1",
         port: int | None = None,
     ) -> None:
@@ -65,6 +77,7 @@ class Monitor:
         self.engine = engine
         self.worker = worker
         self.expected = list(platforms)
+        self.replies = replies
         self.host = host
         self.port = port
         self._checks: dict[str, ConnectedCheck] = {}
@@ -104,9 +117,16 @@ class Monitor:
         return True
 
     async def health(self) -> Health:
-        current = self.worker.current
+        current, unloaded = self.worker.current, self.worker.unloaded_spec
         platforms, database = await asyncio.gather(self.platforms(), self.database_reachable())
-        health = Health(current is not None, current.name if current else None, database, platforms)
+        health = Health(
+            current is not None,
+            current.name if current else unloaded,
+            database,
+            platforms,
+            idle_unloaded=current is None and unloaded is not None,
+            stopping=self.replies.closing,
+        )
         self._refresh(health)
         return health
 
@@ -130,7 +150,15 @@ class Monitor:
         app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
+        try:
+            await web.TCPSite(self._runner, self.host, self.port).start()
+        except OSError as exc:  # in use, or a host this machine does not have
+            await self.close()
+            raise ConfigError(
+                f"HEALTH_PORT={self.port}: cannot listen on {self.host}:{self.port} "
+                f"({exc.strerror or exc}); choose a free port (another bot on this machine "
+                "needs its own) or leave HEALTH_PORT unset"
+            ) from None
         bound = self.port = int(self._runner.addresses[0][1])  # port 0 picks a free one
         log.info("health and metrics on http://%s:%d (/healthz, /metrics)", self.host, bound)
         return bound

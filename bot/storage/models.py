@@ -76,4 +76,18 @@ class ClaimedEvent(Base):
     __tablename__ = "claimed_events"
 
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    claimed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)  # or last renewed
+    done_at: Mapped[datetime | None] = mapped_column(default=None)  # answered: never again
+
+
+class JoinedThread(Base):
+    """A thread the bot has answered in, where plain replies (no mention) are for it too. One
+    row per thread, so bot processes sharing the database add and see them independently."""
+
+    __tablename__ = "joined_threads"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    channel_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    thread_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    joined_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -10,7 +10,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.messages import ConversationKey
-from bot.storage.models import BotState, Channel, Conversation, Message, utcnow
+from bot.storage.models import (
+    BotState,
+    Channel,
+    Conversation,
+    JoinedThread,
+    Message,
+    utcnow,
+)
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
@@ -179,6 +186,32 @@ class Repository:
     def set_state(self, name: str, value: str) -> None:
         with self._sessions.begin() as session:
             session.merge(BotState(key=name, value=value))
+
+    def join_thread(self, key: ConversationKey) -> None:
+        """Remember that the bot takes part in the thread `key` (idempotent, and safe when
+        several processes join the same thread at once)."""
+        values = {
+            "platform": key.platform,
+            "workspace_id": key.workspace,
+            "channel_id": key.channel,
+            "thread_id": key.thread,
+            "joined_at": utcnow(),
+        }
+        with self._sessions.begin() as session:
+            insert = _INSERTS.get(session.get_bind().dialect.name)
+            if insert is None:
+                if session.get(JoinedThread, _thread_pk(key)) is None:
+                    session.add(JoinedThread(**values))
+            else:
+                session.execute(insert(JoinedThread).values(**values).on_conflict_do_nothing())
+
+    def has_joined_thread(self, key: ConversationKey) -> bool:
+        with self._sessions() as session:
+            return session.get(JoinedThread, _thread_pk(key)) is not None
+
+
+def _thread_pk(key: ConversationKey) -> tuple[str, str, str, str]:
+    return (key.platform, key.workspace, key.channel, key.thread)
 
 
 def _stored(message: Message) -> StoredMessage:

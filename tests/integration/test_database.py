@@ -140,3 +140,30 @@ def test_a_postgresql_url_without_its_driver_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if psycopg were not installed
     with pytest.raises(ConfigError, match=r"pip install -e '\.\[postgres\]'"):
         create_db_engine("postgresql+psycopg://bot@127.0.0.1:5432/bot")
+
+
+@BOTH_DATABASES
+def test_joined_slack_threads_stored_as_one_list_per_channel_become_rows(database_url):
+    engine = create_db_engine(database_url)
+    command.upgrade(alembic_config(engine), "0003")
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO bot_state (key, value) VALUES (:k, :v)"),
+            [
+                {"k": "slack:threads:T1:C1", "v": '["1.0", "2.0"]'},
+                {"k": "slack:threads:T1:C2", "v": "{not json"},
+                {"k": "chosen_model", "v": "demo"},
+            ],
+        )
+    upgrade_database(engine)
+    repository = Repository(engine)
+    joined = [
+        repository.has_joined_thread(ConversationKey("slack", "T1", channel, ts))
+        for channel, ts in [("C1", "1.0"), ("C1", "2.0"), ("C1", "3.0"), ("C2", "1.0")]
+    ]
+    assert joined == [True, True, False, False]
+    assert repository.get_state("slack:threads:T1:C1") is None
+    assert repository.get_state("chosen_model") == "demo"
+    repository.join_thread(ConversationKey("slack", "T1", "C1", "1.0"))  # joined twice: fine
+    command.downgrade(alembic_config(engine), "0003")
+    assert Repository(engine).get_state("slack:threads:T1:C1") == '["1.0", "2.0"]'

@@ -16,6 +16,7 @@ import adapters.slack_adapter as slack_adapter
 from adapters.slack.adapter import SlackAdapter, SlackConfigError
 from adapters.slack.commands import REFUSAL
 from bot.messages import ConversationKey
+from tests.conftest import BOTH_DATABASES
 from tests.platforms.slack_fake_server import (
     ROOT,
     TEAM,
@@ -25,6 +26,7 @@ from tests.platforms.slack_fake_server import (
     fake_slack,
     form_body,
     mention,
+    message,
     replied,
     settle,
     signed_headers,
@@ -198,3 +200,34 @@ def test_the_adapter_needs_a_bot_token():
     app = type("FakeApp", (), {"settings": type("S", (), {"slack_bot_token": None})()})()
     with pytest.raises(SlackConfigError, match="SLACK_BOT_TOKEN"):
         SlackAdapter(app)  # type: ignore[arg-type]
+
+
+@BOTH_DATABASES
+async def test_two_processes_share_joined_threads_through_the_database(http_app, fake):
+    # Two bot processes on one database (two apps, two adapters): one joins a thread, the
+    # other answers a plain reply in it, and joins by both are kept.
+    first, first_adapter, first_url = await http_app(["一つ目。", "三つ目。"])
+    second, second_adapter, second_url = await http_app(["二つ目。", "四つ目。"])
+
+    async def send(url: str, event: dict, event_id: str) -> None:
+        body = json.dumps(event_callback(event, event_id=event_id))
+        status, _, _ = await post(url, body, signed_headers(body, SECRET))
+        assert status == 200
+
+    other = "1700000500.000100"
+    # The second process has looked at the channel before the first joined anything.
+    await send(second_url, message("独り言", ts="1700000001.1", thread_ts=ROOT), "Ev0")
+    await settle(second_adapter)
+    await send(first_url, mention("はじめまして", ts=ROOT), "Ev1")
+    await send(second_url, mention("別の話", ts=other), "Ev2")  # joined at the same time
+    await replied(fake, first_adapter, 2)
+    await settle(second_adapter)
+
+    await send(second_url, message("続き", ts="1700000002.1", thread_ts=ROOT), "Ev3")
+    await send(first_url, message("そちらも続き", ts="1700000501.1", thread_ts=other), "Ev4")
+    posts = await replied(fake, second_adapter, 4)
+    await settle(first_adapter)
+
+    assert sorted(p.args["thread_ts"] for p in posts) == sorted([ROOT, ROOT, other, other])
+    assert "続き" in second.scripted.prompts[1] and "はじめまして" in second.scripted.prompts[1]
+    assert "そちらも続き" in first.scripted.prompts[1]

@@ -1,4 +1,4 @@
-"""The reply sink and the adapter's memory (people, joined threads) against the fake Web API."""
+"""The reply sink and the adapter's memory of people against the fake Web API."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.directory import JoinedThreads, UserDirectory
+from adapters.slack.directory import UserDirectory
 from adapters.slack.sink import STREAMING_MARKER, SlackReplySink
 from tests.platforms.slack_fake_server import FakeSlack, fake_slack
 
@@ -114,39 +114,3 @@ async def test_users_are_looked_up_once_and_refreshed_after_the_ttl(client, fake
     assert (refreshed.name, refreshed.is_workspace_admin) == ("キャロル2", False)
     assert len(fake.api("users.info")) == 2
     assert await users.names(["U0CAROL", "U0NOBODY"]) == {"U0CAROL": "キャロル2"}
-
-
-async def test_joined_threads_are_saved_per_channel_and_bounded():
-    state: dict[str, str] = {}
-
-    async def load(name: str) -> str | None:
-        return state.get(name)
-
-    async def save(name: str, value: str) -> None:
-        state[name] = value
-
-    threads = JoinedThreads(load, save, per_channel=2)
-    for ts in ("1.0", "2.0", "3.0"):
-        await threads.join("T1", "C1", ts)
-    await threads.join("T1", "C2", "9.0")
-
-    restarted = JoinedThreads(load, save, per_channel=2)
-    assert [await restarted.contains("T1", "C1", ts) for ts in ("1.0", "2.0", "3.0")] == [
-        False,
-        True,
-        True,
-    ]
-    assert await restarted.contains("T1", "C2", "9.0")
-    assert not await restarted.contains("T1", "C2", "2.0")
-    assert set(state) == {"slack:threads:T1:C1", "slack:threads:T1:C2"}
-    assert all(len(name) <= 64 for name in state)  # the bot_state key column holds 64
-
-
-async def test_unreadable_thread_state_is_treated_as_empty():
-    async def load(name: str) -> str | None:
-        return "{not json"
-
-    async def save(name: str, value: str) -> None:
-        return None
-
-    assert not await JoinedThreads(load, save).contains("T1", "C1", "1.0")

@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from adapters.slack.adapter import APOLOGY
+from bot.lifecycle import SHUTTING_DOWN_REPLY
 from bot.messages import ConversationKey
 from tests.platforms.slack_fake_server import (
     ROOT,
@@ -208,3 +210,26 @@ async def test_reset_by_text_is_for_admins_in_a_thread_and_open_in_a_dm(slack_ap
     assert fake.message_text(done.args["ts"]).startswith("会話をリセットしました")
     dm_conversation = app.repository.active_conversation(ConversationKey("slack", TEAM, "D0DM"))
     assert app.repository.count_messages(dm_conversation) == 0
+
+
+async def test_while_shutting_down_a_mention_is_turned_away_without_claiming_it(slack_app, fake):
+    # Unclaimed, the event stays free for another bot process to answer when Slack retries it.
+    app, adapter = await slack_app(["答えません。"])
+    await app.stop_replies(0)
+    await deliver(fake, mention("こんにちは", ts=ROOT))
+
+    [post] = await replied(fake, adapter)
+    assert fake.message_text(post.args["ts"]) == SHUTTING_DOWN_REPLY
+    with app.engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM claimed_events")).scalar() == 0
+    assert app.scripted.prompts == []
+
+
+async def test_an_answered_event_is_marked_done_so_no_retry_claims_it_again(slack_app, fake):
+    app, adapter = await slack_app(["一度だけ。"])
+    await deliver(fake, mention("こんにちは", ts=ROOT))
+    await replied(fake, adapter)
+    with app.engine.connect() as connection:
+        [(key, done_at)] = connection.execute(text("SELECT key, done_at FROM claimed_events")).all()
+    assert key == f"slack:{TEAM}:message:{CHANNEL}:{ROOT}"
+    assert done_at is not None

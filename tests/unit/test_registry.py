@@ -141,3 +141,14 @@ def test_gptsan_is_offered_in_fp16_bf16_fp32_only():
     assert 6.0 < entry.memory_gib("fp16") < 7.0
     [line] = [line for line in format_catalogue().splitlines() if line.startswith("gptsan ")]
     assert line.split()[-2:] == ["-", "-"]
+
+
+def test_the_listing_offers_every_prompt_format_the_settings_accept():
+    from bot.prompt_format import FORMATS
+    from bot.settings import Settings
+
+    [footer] = [line for line in format_catalogue().splitlines() if "PROMPT_FORMAT=" in line]
+    offered = footer.split("PROMPT_FORMAT=", 1)[1].split(")", 1)[0].split("|")
+    assert set(offered) == {"auto", *FORMATS}
+    for name in offered:
+        assert Settings(_env_file=None, prompt_format=name).prompt_format == name
