@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from bot.sampling import SamplingParams
 
 if TYPE_CHECKING:
+    from bot.errors import UserFacingError
     from bot.model_loader import LoadedModel
     from bot.worker_types import GenerationHandle, GenerationResult, PreparedPrompt
 
@@ -49,7 +50,7 @@ class RowRequest:
 
 
 @dataclass
-class RowOutcome:
+class RowEnd:
     """How one row ended. `error` is set (and `finish` is "error") when this row alone failed:
     the other rows of the batch are unaffected."""
 
@@ -101,8 +102,9 @@ class Engine(Protocol):
         handles: Sequence[GenerationHandle],
         submitted: Sequence[float],
         timeouts: Sequence[float],
-    ) -> list[GenerationResult]:
-        """Generate every row, streaming text to each handle; one result per row."""
+    ) -> list[GenerationResult | UserFacingError]:
+        """Generate every row, streaming text to each handle: per row its result, or the
+        error to answer it with (one row's failure never fails the others)."""
         ...
 
     def release(self, model: LoadedModel) -> None:
@@ -129,10 +131,10 @@ class TokenEngine:
 
     def generate_ids(
         self, model: LoadedModel, rows: Sequence[RowRequest], sink: RowSink
-    ) -> list[RowOutcome]:
+    ) -> list[RowEnd]:
         """Generate every row until it ends (a stop id, `params.max_new_tokens`, `sink` says
         done). Rows are generated together where the engine can; a failure confined to one row
-        is that row's `RowOutcome.error`, not an exception."""
+        is that row's `RowEnd.error`, not an exception."""
         raise NotImplementedError
 
     def generate_batch(
@@ -142,7 +144,7 @@ class TokenEngine:
         handles: Sequence[GenerationHandle],
         submitted: Sequence[float],
         timeouts: Sequence[float],
-    ) -> list[GenerationResult]:
+    ) -> list[GenerationResult | UserFacingError]:
         from bot.engines.rows import run_rows
 
         return run_rows(self, model, prepared, handles, submitted, timeouts)

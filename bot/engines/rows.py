@@ -14,18 +14,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bot.engines import RowOutcome, RowRequest, stop_ids_for
-from bot.errors import GenerationFailed, UserFacingError
+from bot.engines import RowEnd, RowRequest, stop_ids_for
+from bot.errors import GENERIC_FAILURE_REPLY, GenerationFailed, UserFacingError
 from bot.tokenizer import IncrementalDecoder
 
 if TYPE_CHECKING:
+    from bot.batch_generation import RowOutcome
     from bot.engines import TokenEngine
     from bot.model_loader import LoadedModel
-    from bot.worker_types import GenerationHandle, GenerationResult, PreparedPrompt
+    from bot.worker_types import GenerationHandle, PreparedPrompt
 
 log = logging.getLogger(__name__)
-
-ROW_FAILURE_REPLY = "申し訳ありません、返事を作る途中でエラーが起きました。もう一度お試しください。"
 
 
 @dataclass
@@ -108,9 +107,9 @@ def run_rows(
     handles: Sequence[GenerationHandle],
     submitted: Sequence[float],
     timeouts: Sequence[float],
-) -> list[GenerationResult]:
-    """Generate a batch through `engine.generate_ids`. A row that failed alone is answered
-    with its error through its handle; the others finish normally."""
+) -> list[RowOutcome]:
+    """Generate a batch through `engine.generate_ids`: each row's result, or the error to
+    answer that row with (a row that failed alone; the others finish normally)."""
     started = time.monotonic()
     stop_ids = stop_ids_for(model)
     rows = [
@@ -128,31 +127,28 @@ def run_rows(
     requests = [RowRequest(p.ids, p.params, stop_ids, p.adapter) for p in prepared]
     outcomes = engine.generate_ids(model, requests, TextSink(rows))
     ended = time.monotonic()
-    results = []
-    for row, outcome in zip(rows, outcomes, strict=True):
-        results.append(_result(model, row, outcome, started, ended, len(rows)))
-    return results
+    return [
+        _result(model, row, end, started, ended, len(rows))
+        for row, end in zip(rows, outcomes, strict=True)
+    ]
 
 
 def _result(
     model: LoadedModel,
     row: TextRow,
-    outcome: RowOutcome,
+    outcome: RowEnd,
     started: float,
     ended: float,
     batch_size: int,
-) -> GenerationResult:
+) -> RowOutcome:
     from bot.worker_types import GenerationResult
 
     if outcome.error is not None:
-        # This row alone failed: its person gets the error now (the worker's later `finish`
-        # with the result below finds the handle settled and changes nothing).
         error = outcome.error
-        if not isinstance(error, UserFacingError):
-            log.error("row failed: %s", error, exc_info=error)
-            error = GenerationFailed(ROW_FAILURE_REPLY, detail=str(error))
-        row.handle.finish(None, error)
-        row.finish("error")
+        if isinstance(error, UserFacingError):
+            return error
+        log.error("a row failed: %s", error, exc_info=error)
+        return GenerationFailed(GENERIC_FAILURE_REPLY, detail=str(error))
     if outcome.finish == "eos":
         row.finish("eos")
     row.finish("length")  # the engine stopped the row at its token limit

@@ -37,14 +37,10 @@ class TransformersEngine:
         return generate_batch(model, prepared, handles, submitted, timeouts)
 
     def release(self, model: LoadedModel) -> None:
-        import gc
-
-        import torch
+        from bot.batch_generation import free_cache
 
         model.model = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_cache()
 
     def info(self, model: LoadedModel) -> EngineInfo:
         return EngineInfo(self.name)

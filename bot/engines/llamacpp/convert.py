@@ -385,22 +385,12 @@ def convert(
     for name in _SIDE_FILES:
         if (folder / name).exists():
             shutil.copy2(folder / name, target_dir / name)
-    from bot.engines.facts import model_facts
+    from bot.engines.facts import as_record, folder_facts
     from bot.tokenizer import load_tokenizer
 
-    facts = model_facts(spec, folder, load_tokenizer(folder), options.prompt_format)
-    (target_dir / SOURCE_FILE).write_text(
-        json.dumps(
-            {
-                "source": spec,
-                "prompt_format": facts.prompt_format.name,
-                "context_length": facts.context_length,
-            },
-            ensure_ascii=False,
-            indent=2,
-        ),
-        encoding="utf-8",
-    )
+    facts = folder_facts(spec, folder, load_tokenizer(folder), options.prompt_format)
+    record = json.dumps(as_record(facts, spec), ensure_ascii=False, indent=2)
+    (target_dir / SOURCE_FILE).write_text(record, encoding="utf-8")
     f16 = gguf_path(options.cache_dir, spec, "f16")
     n_tensors = sum(1 for _ in _tensor_names(folder))
     tick = progress(n_tensors + (1 if quant != "f16" else 0), 0) if progress else None

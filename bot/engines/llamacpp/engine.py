@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from bot.engines import EngineInfo, RowOutcome, RowRequest, RowSink, TokenEngine
-from bot.engines.facts import model_facts, read_json
+from bot.engines import EngineInfo, RowEnd, RowRequest, RowSink, TokenEngine
+from bot.engines.facts import bare_facts, folder_facts, read_json, recorded_facts
 from bot.engines.llamacpp.convert import QUANTS, SOURCE_FILE, converted_folder, gguf_path
 from bot.engines.sampling import sample_token
 from bot.errors import GenerationFailed, ModelLoadError
@@ -172,15 +172,16 @@ class LlamaCppEngine(TokenEngine):
         else:
             tokenizer = GGUFTokenizer(llama_cpp, model)
             log.warning("%s has no tokenizer files beside it: %s", path.name, GGUF_TOKENIZER_NOTE)
-        source = str(facts_file.get("source") or spec)
-        facts = model_facts(
-            source,
-            folder if own else None,
-            tokenizer,
-            self.options.load.prompt_format,
-            facts_file.get("context_length") or n_ctx_train,
-        )
-        context_length = min(facts.context_length, n_ctx_train or facts.context_length)
+        setting = self.options.load.prompt_format
+        if facts_file:
+            facts = recorded_facts(facts_file, tokenizer, setting)
+        elif own:
+            facts = folder_facts(spec, folder, tokenizer, setting)
+        else:
+            facts = bare_facts(tokenizer, setting)
+        # The card's context length, never past what the weights have positions for.
+        known = [int(n) for n in (facts.context_length, n_ctx_train) if n]
+        context_length = min(known) if known else 2048
         rows = max(1, self.options.max_rows)
         ctx_params = llama_cpp.llama_context_default_params()
         # One KV cache shared by all rows (kv_unified): any row may use up to the model's
@@ -240,6 +241,7 @@ class LlamaCppEngine(TokenEngine):
             parameters=int(llama_cpp.llama_model_n_params(model.model)),
             sampling_defaults=facts.sampling_defaults,
             quantization=quant,
+            format_reason=facts.reason,
         )
 
     def release(self, model: LoadedModel) -> None:
@@ -267,7 +269,7 @@ class LlamaCppEngine(TokenEngine):
 
     def generate_ids(
         self, model: LoadedModel, rows: Sequence[RowRequest], sink: RowSink
-    ) -> list[RowOutcome]:
+    ) -> list[RowEnd]:
         handle: LlamaHandle = model.model
         return _Batch(handle, rows, sink).run()
 
@@ -311,11 +313,11 @@ class _Batch:
         self.memory = handle.context.memory
         self.rows = rows
         self.sink = sink
-        self.outcomes: list[RowOutcome | None] = [None] * len(rows)
+        self.outcomes: list[RowEnd | None] = [None] * len(rows)
         self.seen = [list(r.ids) for r in rows]  # prompt + generated, for repetition penalty
         self.generated = [0] * len(rows)
 
-    def run(self) -> list[RowOutcome]:
+    def run(self) -> list[RowEnd]:
         if len(self.rows) > self.h.context.params.n_seq_max:
             raise RuntimeError(
                 f"{len(self.rows)} rows > n_seq_max {self.h.context.params.n_seq_max}"
@@ -323,24 +325,24 @@ class _Batch:
         self.lib.llama_memory_clear(self.memory, True)
         for i, row in enumerate(self.rows):
             if row.adapter:
-                self.outcomes[i] = RowOutcome(
+                self.outcomes[i] = RowEnd(
                     "error", GenerationFailed(ADAPTER_REFUSED.format(name=row.adapter))
                 )
             elif not row.ids:
-                self.outcomes[i] = RowOutcome("error", GenerationFailed("空のプロンプトです。"))
+                self.outcomes[i] = RowEnd("error", GenerationFailed("空のプロンプトです。"))
         try:
             pending = self._prefill()
             while pending:
                 pending = self._step(pending)
         finally:
             self.lib.llama_memory_clear(self.memory, True)
-        return [o or RowOutcome("stopped") for o in self.outcomes]
+        return [o or RowEnd("stopped") for o in self.outcomes]
 
     def _live(self, i: int) -> bool:
         if self.outcomes[i] is not None:
             return False
         if self.sink.done(i):
-            self.outcomes[i] = RowOutcome("stopped")
+            self.outcomes[i] = RowEnd("stopped")
             return False
         return True
 
@@ -372,18 +374,18 @@ class _Batch:
         try:
             token = sample_token(self._logits(index), self.seen[i], self.rows[i].params, self.h.rng)
         except Exception as exc:  # this row's failure only
-            self.outcomes[i] = RowOutcome("error", exc)
+            self.outcomes[i] = RowEnd("error", exc)
             return None
         self.generated[i] += 1
         if token in self.rows[i].stop_ids:
-            self.outcomes[i] = RowOutcome("eos")
+            self.outcomes[i] = RowEnd("eos")
             return None
         self.seen[i].append(token)
         if not self.sink.token(i, token):
-            self.outcomes[i] = RowOutcome("stopped")
+            self.outcomes[i] = RowEnd("stopped")
             return None
         if self.generated[i] >= self.rows[i].params.max_new_tokens:
-            self.outcomes[i] = RowOutcome("length")
+            self.outcomes[i] = RowEnd("length")
             return None
         return token
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.engines import EngineInfo, RowOutcome, RowRequest, RowSink, TokenEngine
-from bot.engines.facts import model_facts
+from bot.engines import EngineInfo, RowEnd, RowRequest, RowSink, TokenEngine
+from bot.engines.facts import bare_facts, folder_facts
 from bot.engines.openai.client import (
     CompletionStream,
     ServerConfig,
@@ -138,13 +138,14 @@ class OpenAIEngine(TokenEngine):
                 "are sent as text and the server's tokenizer is used",
                 spec,
             )
-        facts = model_facts(
-            spec,
-            folder,
-            tokenizer,
-            self.options.load.prompt_format,
-            int(entry["max_model_len"]) if entry.get("max_model_len") else None,
-        )
+        setting = self.options.load.prompt_format
+        if folder is not None:
+            facts = folder_facts(spec, folder, tokenizer, setting)
+        else:
+            facts = bare_facts(tokenizer, setting)
+        served_context = int(entry["max_model_len"]) if entry.get("max_model_len") else None
+        known = [int(n) for n in (facts.context_length, served_context) if n]
+        context_length = min(known) if known else 2048
         # vLLM lists each `--lora-modules` adapter as a model whose parent is the base model.
         adapters = frozenset(str(e.get("id")) for e in entries if e.get("parent") == spec)
         log.info(
@@ -152,7 +153,7 @@ class OpenAIEngine(TokenEngine):
             spec,
             self.config.base_url,
             "text prompts" if text_mode else "token-id prompts",
-            facts.context_length,
+            context_length,
             facts.prompt_format.name,
         )
         return LoadedModel(
@@ -161,12 +162,13 @@ class OpenAIEngine(TokenEngine):
             model=ServedModel(self.config, spec, adapters, text_mode),
             tokenizer=tokenizer,
             prompt_format=facts.prompt_format,
-            context_length=facts.context_length,
+            context_length=context_length,
             device="server",
             dtype="server",
             is_demo=facts.is_demo,
             parameters=0,
             sampling_defaults=facts.sampling_defaults,
+            format_reason=facts.reason,
         )
 
     def _tokenizer(self, spec: str) -> tuple[Tokenizer, Path | None]:
@@ -205,16 +207,16 @@ class OpenAIEngine(TokenEngine):
 
     def generate_ids(
         self, model: LoadedModel, rows: Sequence[RowRequest], sink: RowSink
-    ) -> list[RowOutcome]:
+    ) -> list[RowEnd]:
         served: ServedModel = model.model
         events: queue.Queue[tuple[int, str, Any]] = queue.Queue()
-        outcomes: list[RowOutcome | None] = [None] * len(rows)
+        outcomes: list[RowEnd | None] = [None] * len(rows)
         streams: list[_RowStream | None] = []
         for i, row in enumerate(rows):
             try:
                 body = self._body(model, served, row, text=served.text_mode)
             except GenerationFailed as exc:  # this row's persona cannot be served
-                outcomes[i] = RowOutcome("error", exc)
+                outcomes[i] = RowEnd("error", exc)
                 streams.append(None)
                 continue
             fallback = None if served.text_mode else self._body(model, served, row, text=True)
@@ -227,7 +229,7 @@ class OpenAIEngine(TokenEngine):
             for i in list(live):
                 if sink.done(i):
                     _close(streams[i])
-                    outcomes[i] = RowOutcome("stopped")
+                    outcomes[i] = RowEnd("stopped")
                     live.discard(i)
             try:
                 i, kind, value = events.get(timeout=_POLL_S)
@@ -247,22 +249,22 @@ class OpenAIEngine(TokenEngine):
             elif kind == "ids":
                 for token_id in value:
                     if token_id in rows[i].stop_ids:
-                        outcomes[i] = RowOutcome("eos")
+                        outcomes[i] = RowEnd("eos")
                         break
                     if not sink.token(i, token_id):
-                        outcomes[i] = RowOutcome("stopped")
+                        outcomes[i] = RowEnd("stopped")
                         break
             elif kind == "text":
                 if not sink.text(i, value):
-                    outcomes[i] = RowOutcome("stopped")
+                    outcomes[i] = RowEnd("stopped")
             elif kind == "end":
-                outcomes[i] = RowOutcome("eos" if value == "stop" else "length")
+                outcomes[i] = RowEnd("eos" if value == "stop" else "length")
             elif kind == "error":
-                outcomes[i] = RowOutcome("error", _user_error(value, streams[i].received))
+                outcomes[i] = RowEnd("error", _user_error(value, streams[i].received))
             if outcomes[i] is not None:
                 _close(streams[i])
                 live.discard(i)
-        return [o or RowOutcome("stopped") for o in outcomes]
+        return [o or RowEnd("stopped") for o in outcomes]
 
     def _body(
         self, model: LoadedModel, served: ServedModel, row: RowRequest, *, text: bool
