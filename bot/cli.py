@@ -1,4 +1,4 @@
-"""Command line: `python -m bot console | run | models | bench | persona … | db upgrade`."""
+"""Command line: `python -m bot console | run | models | bench | convert | persona … | db upgrade`."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("run", help="start every platform configured in the environment")
     commands.add_parser("persona", help="persona tools: prepare nucc …, train … (see --help)")
     commands.add_parser("models", help="list the named models with size and memory estimates")
+    from bot.engines.llamacpp.cli import add_parser as add_convert_parser
+
+    add_convert_parser(commands)
     bench = commands.add_parser("bench", help="measure many channels at once (CPU benchmark)")
     bench.add_argument("--channels", default="1,4,8,16", help="comma-separated channel counts")
     bench.add_argument("--new-tokens", type=int, default=64)
@@ -61,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
 
         upgrade_database(create_db_engine(settings.database_url))
         return 0
+    if args.command == "convert":
+        from bot.engines.llamacpp.cli import run as convert
+
+        token = settings.hf_token.get_secret_value() if settings.hf_token else None
+        return convert(args, settings.model_cache_dir, settings.prompt_format, token)
     if args.command == "bench":
         from bot.bench import run_benchmark
 

@@ -133,3 +133,48 @@ def vllm_server(model_dir: Path, log_file: Path, *, timeout_s: float = 300) -> I
     finally:
         server.stop()
         log.close()
+
+
+def build_served_demo(cache: Path, folder: Path) -> Path:
+    """The demo model's tokenizer and format with a GPTNeoX vLLM's CPU attention can run
+    (head size 64; the demo's 16 is refused), built offline like the demo itself.
+
+    It never ends a reply on its own (its end-of-text logit is pushed far down), so every
+    reply runs to its token limit: streaming, cancellation and a server killed mid-reply can
+    be tested without a reply ending first by chance."""
+    import shutil
+
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from bot.demo_model import ensure_demo_model
+
+    demo = ensure_demo_model(cache)
+    if (folder / "model.safetensors").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in demo.iterdir():
+        if item.name not in ("config.json", "model.safetensors"):
+            shutil.copy2(item, folder / item.name)
+    base = GPTNeoXConfig.from_pretrained(str(demo))
+    config = GPTNeoXConfig(
+        vocab_size=base.vocab_size,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=512,
+        max_position_embeddings=1024,
+        rotary_pct=1.0,
+        pad_token_id=base.pad_token_id,
+        bos_token_id=base.bos_token_id,
+        eos_token_id=base.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = GPTNeoXForCausalLM(config)
+    with torch.no_grad():
+        # The final norm's output is ~2 + N(0, 1) per unit, so this row's logit is ~-128.
+        model.gpt_neox.final_layer_norm.bias.fill_(2.0)
+        model.get_output_embeddings().weight[base.eos_token_id].fill_(-0.5)
+    model.save_pretrained(str(folder))
+    return folder

@@ -119,6 +119,14 @@ class Engine(Protocol):
         """The memory the model uses, in a few words."""
         ...
 
+    def adapter_available(self, model: LoadedModel, adapter: str) -> bool:
+        """Whether a persona's LoRA adapter named `adapter` can be applied to its rows."""
+        ...
+
+    def adapter_refusal(self, adapter: str) -> str:
+        """Why a persona's adapter cannot be used, for the user (Japanese)."""
+        ...
+
 
 class TokenEngine:
     """Base of the engines that generate token ids (llama.cpp, OpenAI-compatible servers).
@@ -159,6 +167,14 @@ class TokenEngine:
         from bot.engines.memory import process_memory
 
         return process_memory()
+
+    def adapter_available(self, model: LoadedModel, adapter: str) -> bool:
+        return False
+
+    def adapter_refusal(self, adapter: str) -> str:
+        return (
+            f"ペルソナ「{adapter}」の LoRA アダプターはこのエンジン（{self.name}）では使えません。"
+        )
 
 
 def stop_ids_for(model: LoadedModel) -> frozenset[int]:

@@ -52,3 +52,6 @@ class TransformersEngine:
 
     def adapter_available(self, model: LoadedModel, adapter: str) -> bool:
         return True  # peft loads any adapter made for this base (checked when it loads)
+
+    def adapter_refusal(self, adapter: str) -> str:
+        return ""

@@ -36,6 +36,9 @@ def _progress_bar(total: int, _: int) -> Callable[[int], Any]:
 
 
 def run(args: argparse.Namespace, cache_dir: Path, prompt_format: str, token: str | None) -> int:
+    import logging
+
+    logging.getLogger("gguf").setLevel(logging.WARNING)  # the progress bar says enough
     options = LoadOptions(
         device="cpu", cache_dir=cache_dir, prompt_format=prompt_format, hf_token=token
     )
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace, cache_dir: Path, prompt_format: str, token: st
         print(f"エラー: {exc.user_message}", file=sys.stderr)
         return 2
     print(
-        f"{converted.path}（{converted.quant}、{converted.bytes / 1e9:.2f} GB）\n"
+        f"{converted.path}（{converted.quant}、{converted.bytes / 1e6:,.1f} MB）\n"
         f"使い方: ENGINE=llamacpp MODEL={args.model} python -m bot console"
     )
     return 0

@@ -74,8 +74,11 @@ class Converted:
 
 
 def converted_folder(cache_dir: Path, spec: str) -> Path:
-    """Where `spec`'s GGUF files go: beside the model cache, one folder per model."""
-    safe = re.sub(r"[^\w.-]+", "--", spec.strip().strip("/"))[-120:] or "model"
+    """Where `spec`'s GGUF files go: beside the model cache, one folder per model, named after
+    the hub id (`rinna--japanese-gpt-neox-3.6b`) or, for a folder, the folder's name."""
+    spec = spec.strip().rstrip("/")
+    name = Path(spec).name if Path(spec).expanduser().is_dir() else spec
+    safe = re.sub(r"[^\w.-]+", "--", name)[-120:] or "model"
     return Path(cache_dir) / "gguf" / safe
 
 

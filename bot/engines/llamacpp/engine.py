@@ -259,11 +259,8 @@ class LlamaCppEngine(TokenEngine):
         )
         return EngineInfo(self.name, detail, note)
 
-    def adapter_available(self, model: LoadedModel, adapter: str) -> bool:
-        return False
-
-    def check_adapter(self, adapter: str) -> None:
-        raise GenerationFailed(ADAPTER_REFUSED.format(name=adapter))
+    def adapter_refusal(self, adapter: str) -> str:
+        return ADAPTER_REFUSED.format(name=adapter)
 
     # --- generating ------------------------------------------------------------------------
 

@@ -199,6 +199,12 @@ class OpenAIEngine(TokenEngine):
     def memory(self, model: LoadedModel | None) -> str:
         return "サーバー側"
 
+    def adapter_refusal(self, adapter: str) -> str:
+        return (
+            f"ペルソナ「{adapter}」の LoRA アダプターはモデルのサーバーにありません。"
+            f"vLLM なら --lora-modules {adapter}=<アダプターのフォルダ> を付けて起動してください。"
+        )
+
     def adapter_available(self, model: LoadedModel, adapter: str) -> bool:
         served: ServedModel = model.model
         return adapter in served.adapters
@@ -279,10 +285,7 @@ class OpenAIEngine(TokenEngine):
         }
         if row.adapter:
             if row.adapter not in served.adapters:
-                raise GenerationFailed(
-                    f"ペルソナのアダプター「{row.adapter}」はモデルのサーバーにありません。"
-                    "vLLM なら --lora-modules でこの名前のアダプターを読み込んでください。"
-                )
+                raise GenerationFailed(self.adapter_refusal(row.adapter))
             body["model"] = row.adapter
         # vLLM's own fields; OpenAI's API ignores unknown ones or refuses them (then: text mode).
         body["top_k"] = p.top_k if p.top_k > 0 and p.temperature > 0 else -1
