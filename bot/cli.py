@@ -41,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     bench = commands.add_parser("bench", help="measure many channels at once (CPU benchmark)")
     bench.add_argument("--channels", default="1,4,8,16", help="comma-separated channel counts")
     bench.add_argument("--new-tokens", type=int, default=64)
+    bench.add_argument(
+        "--engine",
+        default="",
+        help="compare engines side by side, e.g. transformers,llamacpp (openai needs --openai-url)",
+    )
+    bench.add_argument("--quant", default="q4_k_m", help="the GGUF llamacpp runs")
+    bench.add_argument("--openai-url", default="", help="BASE_URL|MODEL of a server running it")
     db = commands.add_parser("db", help="database maintenance")
     db.add_argument("action", choices=["upgrade"], help="upgrade the schema to the newest version")
     args = parser.parse_args(argv)
@@ -73,6 +80,21 @@ def main(argv: list[str] | None = None) -> int:
         from bot.bench import run_benchmark
 
         counts = tuple(int(c) for c in args.channels.split(","))
+        if args.engine:
+            from bot.engines.bench import run_engine_benchmark
+
+            engines = [e.strip() for e in args.engine.split(",") if e.strip()]
+            print(
+                run_engine_benchmark(
+                    settings.model_cache_dir,
+                    engines,
+                    counts,
+                    args.new_tokens,
+                    args.quant,
+                    args.openai_url,
+                )
+            )
+            return 0
         print(asyncio.run(run_benchmark(settings.model_cache_dir, counts, args.new_tokens)))
         return 0
     serve = _console if console else _platforms
