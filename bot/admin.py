@@ -179,7 +179,7 @@ class AdminService:
         engine = self.worker.engine
         if engine.name == "openai":
             names = await self.worker.call(engine.available)  # type: ignore[attr-defined]
-            offered = "\n".join(f"・{shorten(n)}" for n in names) or "（なし）"
+            offered = "\n".join(f"・{shorten(n, 200)}" for n in names) or "（なし）"
             return f"使い方: /model <名前>。サーバーが提供しているモデル:\n{offered}"
         if engine.name == "llamacpp":
             return "使い方: /model <名前>（.gguf ファイルのパス、または python -m bot convert で変換したモデルの名前）"

@@ -4,8 +4,10 @@ The f16 check: llama.cpp's logits for the same ids must match the transformers m
 Tolerance: f16 keeps 11 significant bits (relative error <= 2**-11 ~ 4.9e-4 per weight) and
 llama.cpp computes GELU with the tanh approximation where GPTNeoX uses erf (they differ by at
 most ~5e-4 of the activation); through two 64-wide layers that stays well under 1 % of the
-logits' spread. So the bound is 2 % of the spread of the reference logits, and the best next
-token must agree at every position. A wrong weight layout (QKV not regrouped per head, GPT-2's
+logits' spread. Measured here: 4.0-4.3e-4 of the spread on all four families (q8_0: ~1e-2,
+q4_k_m: ~5.5e-2). So the bound is 0.5 % of the spread of the reference logits (over ten times
+what f16 costs, a fifth of what q8_0 costs), and the best next token must agree at every
+position. A wrong weight layout (QKV not regrouped per head, GPT-2's
 Conv1D not transposed) moves the logits by about their whole spread: the test below shows it
 fails the same bound by a wide margin.
 """
@@ -30,7 +32,7 @@ REFUSED = {
     "abeja-gpt-neox-japanese": "GPTNeoX-Japanese",
     "yellowback-gpt-neo": "GPT-Neo",
 }
-TOLERANCE = 0.02  # of the reference logits' spread; see the module docstring
+TOLERANCE = 0.005  # of the reference logits' spread; see the module docstring
 TEXT = "こんにちは。今日はいい天気ですね。\n明日は雨が降るそうです。"
 
 
