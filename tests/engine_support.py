@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -133,6 +134,41 @@ def vllm_server(model_dir: Path, log_file: Path, *, timeout_s: float = 300) -> I
     finally:
         server.stop()
         log.close()
+
+
+@contextlib.contextmanager
+def llama_cpp_server(gguf: Path, log_file: Path, alias: str) -> Iterator[str]:
+    """llama-cpp-python's own OpenAI-compatible server on `gguf`: a real server that takes
+    text prompts only (like Ollama or LM Studio). Yields its base URL."""
+    from bot.engines.openai.client import ServerConfig
+    from bot.engines.openai.engine import wait_for_server
+
+    require_module("llama_cpp.server.app")
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--model_alias",
+        alias,
+        "--n_ctx",
+        "1024",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            base_url = f"http://127.0.0.1:{port}/v1"
+            wait_for_server(ServerConfig(base_url), timeout_s=120)
+            yield base_url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 def build_served_demo(cache: Path, folder: Path) -> Path:

@@ -26,6 +26,7 @@ from tests.conftest import message
 from tests.engine_support import (
     VllmServer,
     build_served_demo,
+    llama_cpp_server,
     require_module,
     vllm_server,
 )
@@ -139,6 +140,32 @@ def test_console_answers_on_llamacpp(tmp_path: Path, model_cache: Path, gguf_mod
     assert result.stderr.count("bot.replies: reply") == 2
     for line in replies[-2:]:
         assert_clean(line)
+
+
+async def test_a_server_that_takes_no_token_ids_gets_text_and_says_so(
+    make_app, gguf_model: str, model_cache: Path, tmp_path: Path, caplog
+) -> None:
+    """llama-cpp-python's server refuses id prompts: the bot falls back to text, and says the
+    server's tokenizer is used."""
+    from bot.engines.llamacpp.engine import find_gguf
+
+    gguf = find_gguf(gguf_model, LoadOptions(cache_dir=model_cache))
+    with llama_cpp_server(gguf, tmp_path / "server.log", "served-demo") as base_url:
+        app = await make_app(
+            engine="openai",
+            openai_base_url=base_url,
+            model="served-demo",
+            openai_tokenizer=gguf_model,
+            max_new_tokens=24,
+        )
+        first = await ask(app, "こんにちは")
+        assert_clean(first.final)
+        assert len(first.updates) > 1  # streamed text
+        assert "refused a token-id prompt" in caplog.text
+        second = await ask(app, "元気？")
+        assert_clean(second.final)
+        status = await ask(app, "/status")
+        assert "サーバー側のトークナイザーを使用" in status.final
 
 
 # --- an OpenAI-compatible server: vLLM --------------------------------------------------------
