@@ -348,8 +348,7 @@ class _RowStream:
                 self.config, lambda: attempt(self.body), cancelled=self._closed.is_set
             )
         except ServerError as exc:
-            # 400/422: a server that takes text prompts only (Ollama, LM Studio).
-            if self.fallback is None or exc.status not in (400, 422):
+            if self.fallback is None or not refuses_token_ids(exc.status, exc.body):
                 raise
             self.events.put((self.index, "fallback", str(exc)[:200]))
             stream = with_retries(
@@ -369,6 +368,15 @@ class _RowStream:
                 self.events.put((self.index, "text", choice["text"]))
             finish = choice.get("finish_reason") or finish
         self.events.put((self.index, "end", finish or "length"))
+
+
+def refuses_token_ids(status: int, body: str) -> bool:
+    """Whether an error answer to a token-id prompt means "this server takes text only".
+    Servers say it differently: a 400/422, or (llama-cpp-python's server) a 500 whose body is
+    the validation error about `prompt`."""
+    if status in (400, 422):
+        return True
+    return status >= 500 and "prompt" in body.lower() and "valid" in body.lower()
 
 
 def _close(stream: _RowStream | None) -> None:
