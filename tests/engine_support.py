@@ -89,7 +89,7 @@ def vllm_server(model_dir: Path, log_file: Path, *, timeout_s: float = 300) -> I
         "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; tiny models need little
         "VLLM_CPU_OMP_THREADS_BIND": "nobind",
         "OMP_NUM_THREADS": "1",
-        "VLLM_LOGGING_LEVEL": "WARNING",
+        "VLLM_LOGGING_LEVEL": "INFO",  # with --enable-log-requests: "Aborted request(s) ..."
     }
     env.pop("PYTHONPATH", None)  # vLLM's venv has its own transformers
     command = [
@@ -104,6 +104,7 @@ def vllm_server(model_dir: Path, log_file: Path, *, timeout_s: float = 300) -> I
         "--max-model-len",
         "1024",
         "--enforce-eager",
+        "--enable-log-requests",
         "--max-num-seqs",
         "8",
         "--host",
