@@ -68,7 +68,7 @@ def test_a_server_that_is_down_is_retried_with_backoff_then_reported() -> None:
 
 
 def test_listing_models_of_a_server_that_is_down_fails_clearly() -> None:
-    with pytest.raises(ServerUnavailable, match="127.0.0.1"):
+    with pytest.raises(ServerUnavailable, match=r"127\.0\.0\.1"):
         list_models(ServerConfig(f"http://127.0.0.1:{closed_port()}/v1", retries=1, backoff_s=0))
 
 
