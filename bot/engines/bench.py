@@ -102,8 +102,7 @@ async def _bench_engine(
         )
         loaded = await app.start()
         try:
-            info = app.worker.engine.info(loaded)
-            result = EngineResult(engine, info.detail or loaded.dtype)
+            result = EngineResult(engine, loaded.dtype)
 
             def key(name: str) -> ConversationKey:
                 return ConversationKey("bench", "w", name)
