@@ -215,3 +215,27 @@ def build_served_demo(cache: Path, folder: Path) -> Path:
         model.get_output_embeddings().weight[base.eos_token_id].fill_(-0.5)
     model.save_pretrained(str(folder))
     return folder
+
+
+@pytest.fixture(scope="session")
+def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model cache of the engine tests' own: their GGUF folders and the served demo stay out
+    of the shared `model_cache`, where other tests look for the demo model's files."""
+    return tmp_path_factory.mktemp("engine-models")
+
+
+@pytest.fixture(scope="session")
+def served_demo(engine_cache: Path) -> Path:
+    return build_served_demo(engine_cache, engine_cache / "served-demo")
+
+
+@pytest.fixture(scope="session")
+def gguf_model(served_demo: Path, engine_cache: Path) -> str:
+    """The served demo converted to q8_0 in `engine_cache`; ENGINE=llamacpp finds the file by
+    the model's name (the folder's path) with MODEL_CACHE_DIR=engine_cache."""
+    require_module("llama_cpp")
+    from bot.engines.llamacpp.convert import convert
+    from bot.model_loader import LoadOptions
+
+    convert(str(served_demo), "q8_0", LoadOptions(cache_dir=engine_cache))
+    return str(served_demo)

@@ -18,28 +18,16 @@ from typing import Any
 
 import pytest
 
-from bot.engines.llamacpp.convert import convert
 from bot.engines.openai.engine import SERVER_DOWN_REPLY, SERVER_LOST_REPLY
 from bot.model_loader import LoadOptions
 from bot.postprocess import FALLBACK_REPLY
 from tests.conftest import message
-from tests.engine_support import (
-    VllmServer,
-    build_served_demo,
-    llama_cpp_server,
-    require_module,
-    vllm_server,
-)
+from tests.engine_support import VllmServer, llama_cpp_server, vllm_server
 from tests.integration.test_batching import ask_held
 from tests.integration.test_console import run_console
 from tests.integration.test_pipeline import RecordingSink, ask, stored_texts
 
 JUNK = ("<NL>", "</s>", "ユーザー:", "システム:", "\ufffd", "[PAD")
-
-
-@pytest.fixture(scope="session")
-def served_demo(model_cache: Path) -> Path:
-    return build_served_demo(model_cache, model_cache / "served-demo")
 
 
 def assert_clean(reply: str | None) -> None:
@@ -72,15 +60,14 @@ async def stop_after_first_update(app: Any, channel: str) -> RecordingSink:
 # --- llama.cpp --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def gguf_model(served_demo: Path, model_cache: Path) -> str:
-    require_module("llama_cpp")
-    convert(str(served_demo), "q8_0", LoadOptions(cache_dir=model_cache))
-    return str(served_demo)  # ENGINE=llamacpp finds the converted file by the model's name
+@pytest.fixture
+def llamacpp(gguf_model: str, engine_cache: Path) -> dict[str, Any]:
+    """make_app settings for ENGINE=llamacpp on the converted served demo."""
+    return {"engine": "llamacpp", "model": gguf_model, "model_cache_dir": engine_cache}
 
 
-async def test_llamacpp_replies_cleanly_and_streams(make_app, gguf_model: str) -> None:
-    app = await make_app(engine="llamacpp", model=gguf_model, max_new_tokens=48)
+async def test_llamacpp_replies_cleanly_and_streams(make_app, llamacpp: dict[str, Any]) -> None:
+    app = await make_app(**llamacpp, max_new_tokens=48)
     assert app.worker.current.dtype == "q8_0"
     for text in ["こんにちは", "今日はいい天気ですね。"]:
         sink = await ask(app, text)
@@ -92,14 +79,16 @@ async def test_llamacpp_replies_cleanly_and_streams(make_app, gguf_model: str) -
     assert "エンジン: llamacpp" in status.final and ".gguf" in status.final
 
 
-async def test_llamacpp_stop_ends_a_reply_in_flight(make_app, gguf_model: str) -> None:
-    app = await make_app(engine="llamacpp", model=gguf_model, max_new_tokens=400, n_threads=1)
+async def test_llamacpp_stop_ends_a_reply_in_flight(make_app, llamacpp: dict[str, Any]) -> None:
+    app = await make_app(**llamacpp, max_new_tokens=400, n_threads=1)
     sink = await stop_after_first_update(app, "c1")
     assert sink.final.endswith("（/stop で止めました）")
 
 
-async def test_llamacpp_serves_two_channels_in_one_batch(make_app, gguf_model: str) -> None:
-    app = await make_app(engine="llamacpp", model=gguf_model, max_new_tokens=32, temperature=0)
+async def test_llamacpp_serves_two_channels_in_one_batch(
+    make_app, llamacpp: dict[str, Any]
+) -> None:
+    app = await make_app(**llamacpp, max_new_tokens=32, temperature=0)
     alone = [
         (await ask(app, q, channel=f"alone{i}")).final for i, q in enumerate(["やあ", "元気？"])
     ]
@@ -112,7 +101,7 @@ async def test_llamacpp_serves_two_channels_in_one_batch(make_app, gguf_model: s
 
 
 async def test_llamacpp_refuses_a_persona_with_an_adapter(
-    make_app, gguf_model: str, tmp_path: Path
+    make_app, llamacpp: dict[str, Any], tmp_path: Path
 ) -> None:
     persona_dir = tmp_path / "personas"
     (persona_dir / "kansai" / "adapter").mkdir(parents=True)
@@ -121,15 +110,15 @@ async def test_llamacpp_refuses_a_persona_with_an_adapter(
         'name = "kansai"\ndisplay_name = "関西"\ndescription = "x"\nadapter = "kansai/adapter"\n',
         encoding="utf-8",
     )
-    app = await make_app(engine="llamacpp", model=gguf_model, persona_dir=persona_dir)
+    app = await make_app(**llamacpp, persona_dir=persona_dir)
     reply = await ask(app, "/persona kansai", admin=True)
     assert "llama.cpp エンジンでは使えません" in reply.final
 
 
-def test_console_answers_on_llamacpp(tmp_path: Path, model_cache: Path, gguf_model: str) -> None:
+def test_console_answers_on_llamacpp(tmp_path: Path, engine_cache: Path, gguf_model: str) -> None:
     result = run_console(
         tmp_path,
-        model_cache,
+        engine_cache,
         ["こんにちは", "元気？"],
         ENGINE="llamacpp",
         MODEL=gguf_model,
@@ -143,13 +132,13 @@ def test_console_answers_on_llamacpp(tmp_path: Path, model_cache: Path, gguf_mod
 
 
 async def test_a_server_that_takes_no_token_ids_gets_text_and_says_so(
-    make_app, gguf_model: str, model_cache: Path, tmp_path: Path, caplog
+    make_app, gguf_model: str, engine_cache: Path, tmp_path: Path, caplog
 ) -> None:
     """llama-cpp-python's server refuses id prompts: the bot falls back to text, and says the
     server's tokenizer is used."""
     from bot.engines.llamacpp.engine import find_gguf
 
-    gguf = find_gguf(gguf_model, LoadOptions(cache_dir=model_cache))
+    gguf = find_gguf(gguf_model, LoadOptions(cache_dir=engine_cache))
     with llama_cpp_server(gguf, tmp_path / "server.log", "served-demo") as base_url:
         app = await make_app(
             engine="openai",

@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 
-from bot.engines.llamacpp.convert import convert
-from bot.model_loader import LoadOptions
-from tests.engine_support import build_served_demo, require_module
+from tests.platforms import test_discord_e2e as discord_e2e
 from tests.platforms.discord_fake_server import BOB, CHANNEL_ID
 from tests.platforms.slack_fake_server import (
     ROOT,
@@ -22,21 +20,21 @@ from tests.platforms.slack_fake_server import (
     socket_mode_apps,
 )
 from tests.platforms.slack_fake_server import mention as slack_mention
-from tests.platforms.test_discord_e2e import fake, mention, message, start_bot  # noqa: F401
+from tests.platforms.test_discord_e2e import mention, message
+
+# The Discord end-to-end tests' fixtures: the fake Discord and a bot started against it.
+fake = discord_e2e.fake
+start_bot = discord_e2e.start_bot
 
 JUNK = ("<NL>", "</s>", "ユーザー:", "システム:", "\ufffd")
 
 
-@pytest.fixture(scope="session")
-def gguf_model(model_cache: Path) -> str:
-    require_module("llama_cpp")
-    folder = build_served_demo(model_cache, model_cache / "served-demo")
-    convert(str(folder), "q8_0", LoadOptions(cache_dir=model_cache))
-    return str(folder)
-
-
-async def test_discord_mention_is_answered_by_llamacpp(start_bot, fake, gguf_model) -> None:  # noqa: F811
-    bot = await start_bot(engine="llamacpp", model=gguf_model, max_new_tokens=40)
+async def test_discord_mention_is_answered_by_llamacpp(
+    start_bot, fake, gguf_model, engine_cache
+) -> None:
+    bot = await start_bot(
+        engine="llamacpp", model=gguf_model, model_cache_dir=engine_cache, max_new_tokens=40
+    )
     await bot.say(message(BOB, mention("こんにちは")))
     (posted,) = fake.messages_in(CHANNEL_ID)
     assert posted.content
@@ -51,10 +49,12 @@ async def slack_fake() -> AsyncIterator[FakeSlack]:
 
 
 async def test_slack_mention_is_answered_by_llamacpp(
-    make_app: Callable[..., Any], slack_fake: FakeSlack, gguf_model: str
+    make_app: Callable[..., Any], slack_fake: FakeSlack, gguf_model: str, engine_cache: Path
 ) -> None:
     async with socket_mode_apps(make_app, slack_fake) as start:
-        _, adapter = await start([], engine="llamacpp", model=gguf_model, max_new_tokens=40)
+        _, adapter = await start(
+            [], engine="llamacpp", model=gguf_model, model_cache_dir=engine_cache, max_new_tokens=40
+        )
         await deliver(slack_fake, slack_mention("やあ", ts=ROOT))
         [post] = await replied(slack_fake, adapter)
         shown = slack_fake.shown(post.args["ts"])
