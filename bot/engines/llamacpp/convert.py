@@ -357,6 +357,8 @@ def quantize(src: Path, dst: Path, quant: str) -> None:
     from bot.engines import require_engine_package
 
     llama_cpp = require_engine_package("llama_cpp", "pip install -e '.[llamacpp]'")
+    # llama.cpp prints a line per tensor; the CLI's progress bar says enough.
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     ftype = {
         "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
         "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
