@@ -90,3 +90,11 @@ def test_char_tokenizer_round_trips(text: str) -> None:
     tokenizer = CharTokenizer()
     assert tokenizer.decode(tokenizer.encode(text)) == text
     assert len(tokenizer.encode(text)) == len(text)
+
+
+def test_the_api_key_never_shows_in_a_repr() -> None:
+    from bot.engines.openai.engine import OpenAIOptions
+
+    config = ServerConfig("http://127.0.0.1:8000/v1", "sk-secret-key")
+    assert "sk-secret" not in repr(config)
+    assert "sk-secret" not in repr(OpenAIOptions(api_key="sk-secret-key"))

@@ -14,7 +14,7 @@ import socket
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Connection errors worth retrying: the server is starting, restarting or briefly overloaded.
@@ -37,7 +37,7 @@ class ServerError(Exception):
 @dataclass(frozen=True)
 class ServerConfig:
     base_url: str  # e.g. http://127.0.0.1:8000/v1
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # a secret: never in a log line
     timeout_s: float = 600.0  # a whole reply may take long; connect errors come fast anyway
     retries: int = 3
     backoff_s: float = 0.5  # first wait; doubles each retry

@@ -82,7 +82,7 @@ class ServedModel:
 @dataclass
 class OpenAIOptions:
     base_url: str = "http://127.0.0.1:8000/v1"
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     tokenizer: str = ""  # folder, hub id or catalogue name of the served model's tokenizer
     retries: int = 3
     backoff_s: float = 0.5
