@@ -219,14 +219,21 @@ class LlamaCppEngine(TokenEngine):
             llama_cpp=llama_cpp,
         )
         quant = _quant_of(path)
+        # K and V in f16 for every layer and position (GPTNeoX and GPT-2 have one KV head per
+        # query head).
+        layers = llama_cpp.llama_model_n_layer(model.model)
+        kv_bytes = 2 * layers * llama_cpp.llama_model_n_embd(model.model) * 2 * ctx_params.n_ctx
         log.info(
-            "llama.cpp: %s (%s, %.2f GB), %d threads, %d GPU layers, %d rows",
+            "llama.cpp: %s (%s, %.2f GB), %d threads, %d GPU layers, %d rows, "
+            "KV cache %d tokens (%.2f GB)",
             path.name,
             quant,
             handle.size_bytes / 1e9,
             threads,
             self.options.n_gpu_layers,
             rows,
+            ctx_params.n_ctx,
+            kv_bytes / 1e9,
         )
         return LoadedModel(
             name=spec,
