@@ -13,12 +13,12 @@ import re
 from bot.effective_settings import SettingsResolver, max_reply_tokens
 from bot.errors import NotPermitted, shorten
 from bot.locks import InFlight, KeyedLocks
-from bot.lora import check_adapter
+from bot.lora import AdapterMismatch, check_adapter
 from bot.messages import ConversationKey, IncomingMessage
 from bot.sampling import SamplingParams, validate_overrides
 from bot.storage.db_thread import DatabaseThread
 from bot.storage.repository import Repository
-from bot.worker import ModelWorker, memory_in_use
+from bot.worker import ModelWorker
 from persona.registry import PersonaRegistry
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class AdminService:
             return await self.set_persona(key, argument)
         if name == "model":
             if not argument:
-                return "使い方: /model <名前>（demo、Hugging Face の ID、またはフォルダのパス）"
+                return await self.model_usage()
             return await self.set_model(argument)
         setting, value = first_word(argument)
         if setting == "clear":
@@ -145,7 +145,15 @@ class AdminService:
             await self.db(self.repository.set_persona, key, None)
             return "ペルソナを解除しました。"
         persona = self.personas.get(name)
-        if persona.adapter is not None:
+        engine = self.worker.engine
+        if persona.adapter is not None and engine.name != "transformers":
+            # Other engines apply an adapter by name (a server's LoRA module) or not at all.
+            def served() -> bool:
+                return engine.adapter_available(self.worker.current_or_reload(), persona.name)
+
+            if not await self.worker.call(served):
+                raise AdapterMismatch(engine.adapter_refusal(persona.name))
+        elif persona.adapter is not None:
             adapter = persona.adapter
 
             def check() -> None:  # on the worker thread, against the model serving then
@@ -165,6 +173,17 @@ class AdminService:
             )
         await self.db(self.repository.set_persona, key, persona.name)
         return f"ペルソナを「{persona.display_name}」（{persona.name}）にしました。"
+
+    async def model_usage(self) -> str:
+        """`/model` alone: how to switch, and what a server engine offers."""
+        engine = self.worker.engine
+        if engine.name == "openai":
+            names = await self.worker.call(engine.available)  # type: ignore[attr-defined]
+            offered = "\n".join(f"・{shorten(n, 200)}" for n in names) or "（なし）"
+            return f"使い方: /model <名前>。サーバーが提供しているモデル:\n{offered}"
+        if engine.name == "llamacpp":
+            return "使い方: /model <名前>（.gguf ファイルのパス、または python -m bot convert で変換したモデルの名前）"
+        return "使い方: /model <名前>（demo、Hugging Face の ID、またはフォルダのパス）"
 
     async def set_model(self, spec: str) -> str:
         previous = self.worker.current.name if self.worker.current else "（なし）"
@@ -224,15 +243,18 @@ class AdminService:
         else:
             demo = "（デモモデル）" if model.is_demo else ""
             why = f"（判定: {model.format_reason}）" if model.format_reason else ""
+            info = self.worker.engine.info(model)
+            engine = f"エンジン: {info.engine}" + (f"（{info.detail}）" if info.detail else "")
             lines += [
                 f"モデル: {model.name}{demo}",
+                engine + (f"\n注意: {info.tokenizer_note}" if info.tokenizer_note else ""),
                 f"形式: {model.prompt_format.name}{why}、文脈長 {model.context_length} トークン",
                 f"デバイス: {model.device}、精度 {model.dtype}"
                 f"{'' if model.quantization == 'none' else '、量子化 ' + model.quantization}、"
                 f"パラメータ {model.parameters / 1e6:,.1f}M",
             ]
         lines += [
-            f"メモリ: {memory_in_use(model)}、最近の生成速度 "
+            f"メモリ: {self.worker.engine.memory(model)}、最近の生成速度 "
             f"{self.worker.recent_tokens_per_second():.1f} トークン/秒",
             f"待ち行列: {self.worker.queue_depth} 件（同時生成 最大 {self.worker.max_batch_size}）、生成したトークン累計 {self.worker.tokens_generated}",
             f"このチャンネル: ペルソナ {persona}、会話のメッセージ {messages} 件",

@@ -14,6 +14,8 @@ from sqlalchemy import Engine
 from bot.admin import AdminService
 from bot.conversation import ConversationManager, ManagerLimits
 from bot.effective_settings import SettingsResolver
+from bot.engines import Engine as ModelEngine
+from bot.engines.factory import create_engine
 from bot.errors import ModelLoadError
 from bot.lifecycle import Replies
 from bot.locks import InFlight
@@ -129,9 +131,12 @@ def bootstrap(
     engine: Engine | None = None,
     personas: PersonaRegistry | None = None,
     platforms: list[str] | None = None,
+    model_engine: ModelEngine | None = None,
 ) -> App:
     """`platforms`: those this process will serve, which /healthz waits for (by default every
-    configured one; the console serves none, whatever tokens .env holds)."""
+    configured one; the console serves none, whatever tokens .env holds). `loader` replaces the
+    transformers engine's loading (tests: the demo model, a scripted model); `model_engine`
+    replaces the engine that ENGINE names."""
     engine = engine or create_db_engine(settings.database_url)
     repository = Repository(engine)
     db = DatabaseThread()
@@ -148,8 +153,10 @@ def bootstrap(
         default_persona=settings.default_persona,
     )
     metrics = BotMetrics()
+    model_engine = model_engine or create_engine(settings, loader or default_loader(settings))
     worker = ModelWorker(
-        metrics.timed_loader(_warning_about_budget(loader or default_loader(settings), resolver)),
+        model_engine,
+        loader=metrics.timed_loader(_warning_about_budget(model_engine.load, resolver)),
         max_batch_size=settings.max_batch_size,
         max_queue=settings.max_queue,
         idle_unload_s=settings.idle_unload_minutes * 60,

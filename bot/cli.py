@@ -1,4 +1,4 @@
-"""Command line: `python -m bot console | run | models | bench | persona … | db upgrade`."""
+"""Command line: `python -m bot console | run | models | bench | convert | persona … | db upgrade`."""
 
 from __future__ import annotations
 
@@ -35,9 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("run", help="start every platform configured in the environment")
     commands.add_parser("persona", help="persona tools: prepare nucc …, train … (see --help)")
     commands.add_parser("models", help="list the named models with size and memory estimates")
+    from bot.engines.llamacpp.cli import add_parser as add_convert_parser
+
+    add_convert_parser(commands)
     bench = commands.add_parser("bench", help="measure many channels at once (CPU benchmark)")
     bench.add_argument("--channels", default="1,4,8,16", help="comma-separated channel counts")
     bench.add_argument("--new-tokens", type=int, default=64)
+    bench.add_argument(
+        "--engine",
+        default="",
+        help="compare engines side by side, e.g. transformers,llamacpp (openai needs --openai-url)",
+    )
+    bench.add_argument("--quant", default="q4_k_m", help="the GGUF llamacpp runs")
+    bench.add_argument("--openai-url", default="", help="BASE_URL|MODEL of a server running it")
     db = commands.add_parser("db", help="database maintenance")
     db.add_argument("action", choices=["upgrade"], help="upgrade the schema to the newest version")
     args = parser.parse_args(argv)
@@ -61,10 +71,30 @@ def main(argv: list[str] | None = None) -> int:
 
         upgrade_database(create_db_engine(settings.database_url))
         return 0
+    if args.command == "convert":
+        from bot.engines.llamacpp.cli import run as convert
+
+        token = settings.hf_token.get_secret_value() if settings.hf_token else None
+        return convert(args, settings.model_cache_dir, settings.prompt_format, token)
     if args.command == "bench":
         from bot.bench import run_benchmark
 
         counts = tuple(int(c) for c in args.channels.split(","))
+        if args.engine:
+            from bot.engines.bench import run_engine_benchmark
+
+            engines = [e.strip() for e in args.engine.split(",") if e.strip()]
+            print(
+                run_engine_benchmark(
+                    settings.model_cache_dir,
+                    engines,
+                    counts,
+                    args.new_tokens,
+                    args.quant,
+                    args.openai_url,
+                )
+            )
+            return 0
         print(asyncio.run(run_benchmark(settings.model_cache_dir, counts, args.new_tokens)))
         return 0
     serve = _console if console else _platforms

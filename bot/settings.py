@@ -18,6 +18,14 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
+    # Engine: what generates (see README "Engines")
+    engine: Literal["transformers", "llamacpp", "openai"] = "transformers"
+    n_gpu_layers: int = Field(0, ge=-1)  # llamacpp: layers offloaded to a GPU, -1 = all
+    n_threads: int = Field(0, ge=0)  # llamacpp: CPU threads, 0 = every core
+    openai_base_url: str = "http://127.0.0.1:8000/v1"  # openai: the server, up to /v1
+    openai_api_key: SecretStr | None = None
+    openai_tokenizer: str = ""  # openai: folder/hub id of the served model's tokenizer
+
     # Model
     model: str = "rinna/japanese-gpt-neox-3.6b-instruction-ppo"
     prompt_format: PromptFormatName = "auto"

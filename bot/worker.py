@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bot.batch_generation import free_cache, generate_batch
+from bot.engines import Engine
+from bot.engines.transformers import TransformersEngine
 from bot.errors import (
     GENERIC_FAILURE_REPLY,
     OUT_OF_MEMORY_REPLY,
@@ -75,15 +76,20 @@ _Job = _Generate | _Call | None
 class ModelWorker:
     def __init__(
         self,
-        loader: Callable[[str], LoadedModel],
+        engine: Engine | Callable[[str], LoadedModel],
         *,
+        loader: Callable[[str], LoadedModel] | None = None,
         max_batch_size: int = 8,
         max_queue: int = 64,
         idle_unload_s: float = 0,
         max_adapters: int = 4,
         batch_window_s: float = 0.0,
     ) -> None:
-        self._loader = loader
+        # A bare loader function is the transformers engine (what tests and older callers pass).
+        self.engine: Engine = (
+            engine if hasattr(engine, "generate_batch") else TransformersEngine(engine)  # type: ignore[arg-type]
+        )
+        self._loader = loader or self.engine.load  # `loader`: the engine's load, wrapped
         self.max_batch_size = max(1, max_batch_size)
         self.max_queue = max_queue
         self.idle_unload_s = idle_unload_s
@@ -145,7 +151,7 @@ class ModelWorker:
             self.adapters.reset()
             self.unloaded_spec = None
             if old is not None:
-                _release(old)
+                self.engine.release(old)
             return new
 
         return await self.call(swap)
@@ -249,7 +255,7 @@ class ModelWorker:
             self.unloaded_spec = self.current.name
             old, self.current = self.current, None
             self.adapters.reset()
-            _release(old)
+            self.engine.release(old)
 
     def _dequeued(self) -> None:
         with self._waiting_lock:
@@ -278,6 +284,10 @@ class ModelWorker:
         prepared = job.prepared
         assert prepared is not None
         if not prepared.adapter or prepared.adapter_dir is None:
+            return True
+        if self.engine.name != "transformers":
+            # The engine applies adapters itself, by name (a server's LoRA modules), or not at
+            # all; the row is refused with the reason when it generates.
             return True
         try:
             self.adapters.ensure(
@@ -345,7 +355,7 @@ class ModelWorker:
         started = time.monotonic()
         # Failures of single rows, and of `generate` itself (out of memory included), are
         # answered row by row inside generate_batch; what escapes it is a bug for every row.
-        outcomes = generate_batch(
+        outcomes = self.engine.generate_batch(
             model,
             [job.prepared for job in batch],  # type: ignore[misc]
             [job.handle for job in batch],
@@ -392,11 +402,6 @@ def _cancelled(model: LoadedModel, job: _Generate) -> GenerationResult:
     return GenerationResult(
         "", "cancelled", 0, 0, model.prompt_format.stop_strings, 0, model.name, waited, 0.0, 0.0
     )
-
-
-def _release(model: LoadedModel) -> None:
-    model.model = None
-    free_cache()
 
 
 def memory_in_use(model: LoadedModel | None) -> str:

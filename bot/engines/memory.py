@@ -1,0 +1,15 @@
+"""Memory in use, in a few words for /status."""
+
+from __future__ import annotations
+
+import os
+
+
+def process_memory() -> str:
+    """This process's resident memory (a llama.cpp model lives in it; a server's does not)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError):
+        return "不明"
+    return f"RAM {pages * os.sysconf('SC_PAGE_SIZE') / 2**30:.2f} GiB"

@@ -1,0 +1,5 @@
+"""`ENGINE=openai`: any OpenAI-compatible server; see `engine.py`."""
+
+from bot.engines.openai.engine import OpenAIEngine, OpenAIOptions
+
+__all__ = ["OpenAIEngine", "OpenAIOptions"]

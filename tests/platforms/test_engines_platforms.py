@@ -1,0 +1,62 @@
+"""Discord and Slack answering through ENGINE=llamacpp: the real discord.py / slack-bolt code
+against the local fake servers, the real llama.cpp engine on a GGUF the test converts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.platforms import test_discord_e2e as discord_e2e
+from tests.platforms.discord_fake_server import BOB, CHANNEL_ID
+from tests.platforms.slack_fake_server import (
+    ROOT,
+    FakeSlack,
+    deliver,
+    fake_slack,
+    replied,
+    socket_mode_apps,
+)
+from tests.platforms.slack_fake_server import mention as slack_mention
+from tests.platforms.test_discord_e2e import mention, message
+
+# The Discord end-to-end tests' fixtures: the fake Discord and a bot started against it.
+fake = discord_e2e.fake
+start_bot = discord_e2e.start_bot
+
+JUNK = ("<NL>", "</s>", "ユーザー:", "システム:", "\ufffd")
+
+
+async def test_discord_mention_is_answered_by_llamacpp(
+    start_bot, fake, gguf_model, engine_cache
+) -> None:
+    bot = await start_bot(
+        engine="llamacpp", model=gguf_model, model_cache_dir=engine_cache, max_new_tokens=40
+    )
+    await bot.say(message(BOB, mention("こんにちは")))
+    (posted,) = fake.messages_in(CHANNEL_ID)
+    assert posted.content
+    for version in posted.versions:
+        assert not any(junk in version for junk in JUNK)
+
+
+@pytest.fixture
+async def slack_fake() -> AsyncIterator[FakeSlack]:
+    async with fake_slack() as slack:
+        yield slack
+
+
+async def test_slack_mention_is_answered_by_llamacpp(
+    make_app: Callable[..., Any], slack_fake: FakeSlack, gguf_model: str, engine_cache: Path
+) -> None:
+    async with socket_mode_apps(make_app, slack_fake) as start:
+        _, adapter = await start(
+            [], engine="llamacpp", model=gguf_model, model_cache_dir=engine_cache, max_new_tokens=40
+        )
+        await deliver(slack_fake, slack_mention("やあ", ts=ROOT))
+        [post] = await replied(slack_fake, adapter)
+        shown = slack_fake.shown(post.args["ts"])
+        assert shown and shown[-1]
+        assert not any(junk in text for text in shown for junk in JUNK)
