@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -107,7 +108,10 @@ async def test_sigterm_mid_reply_finishes_or_stops_it_then_exits_0(
         assert "finish=cancelled" in log
         assert shown.rstrip().endswith(SHUTDOWN_NOTE)
     else:
-        assert "finish=length" in log
+        # The reply ran to its own end: the token limit, or the random demo model's end-of-text
+        # or an invented next turn (which one varies from run to run), never the shutdown.
+        finished = re.findall(r"reply conversation=\S+ .* finish=(\w+)", log)
+        assert finished and finished[0] in ("length", "eos", "stop"), log
         assert SHUTDOWN_NOTE not in shown
 
 
