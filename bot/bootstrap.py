@@ -7,7 +7,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import Engine
 
@@ -15,11 +14,11 @@ from bot.admin import AdminService
 from bot.conversation import ConversationManager, ManagerLimits
 from bot.effective_settings import SettingsResolver
 from bot.engines import Engine as ModelEngine
-from bot.engines.factory import create_engine
+from bot.engines.factory import create_engine, load_options
 from bot.errors import ModelLoadError
 from bot.lifecycle import Replies
 from bot.locks import InFlight
-from bot.model_loader import LoadedModel, LoadOptions, load_model
+from bot.model_loader import LoadedModel, load_model
 from bot.rate_limit import RateLimiter
 from bot.service.metrics import BotMetrics
 from bot.service.monitor import Monitor
@@ -99,14 +98,7 @@ class App:
 
 
 def default_loader(settings: Settings) -> Loader:
-    options = LoadOptions(
-        device=settings.device,
-        dtype=settings.dtype,
-        quantization=settings.quantization,
-        prompt_format=settings.prompt_format,
-        cache_dir=Path(settings.model_cache_dir),
-        hf_token=settings.hf_token.get_secret_value() if settings.hf_token else None,
-    )
+    options = load_options(settings)
     return lambda spec: load_model(spec, options)
 
 
