@@ -32,7 +32,7 @@ from bot.model_loader import LoadedModel
 from bot.row_sampling import PerRowSampling, shared_generate_kwargs
 from bot.sampling import SamplingParams
 from bot.tokenizer import IncrementalDecoder
-from bot.worker_types import GenerationHandle, GenerationResult, PreparedPrompt
+from bot.worker_types import GenerationHandle, GenerationResult, PreparedPrompt, row_result
 
 log = logging.getLogger(__name__)
 
@@ -187,23 +187,7 @@ def generate_batch(
             outcomes.append(row.error)
             continue
         row.finish("length")  # generate ran out of steps: the row's own limit or the batch's
-        first = row.first_token_at or ended
-        done = row.finished_at or ended
-        outcomes.append(
-            GenerationResult(
-                raw_text=row.decoder.text,
-                finish_reason=row.finish_reason or "length",
-                prompt_tokens=len(row.prepared.ids),
-                new_tokens=row.new_tokens,
-                stop_strings=row.prepared.stop_strings,
-                turns_used=row.prepared.turns_used,
-                model_name=model.name,
-                queue_wait_s=started - row.submitted,
-                prompt_s=first - started,
-                generation_s=done - first,
-                batch_size=len(rows),
-            )
-        )
+        outcomes.append(row_result(row, row.decoder.text, model.name, started, ended, len(rows)))
     return outcomes
 
 

@@ -8,7 +8,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bot.model_loader import LoadedModel
 from bot.sampling import SamplingParams
@@ -43,6 +43,39 @@ class GenerationResult:
     prompt_s: float
     generation_s: float
     batch_size: int = 1
+
+
+class FinishedRow(Protocol):
+    """What both batch paths (transformers' `generate`, the token engines) keep per row."""
+
+    prepared: PreparedPrompt
+    submitted: float
+    new_tokens: int
+    finish_reason: str | None
+    first_token_at: float | None
+    finished_at: float | None
+
+
+def row_result(
+    row: FinishedRow, text: str, model_name: str, started: float, ended: float, batch_size: int
+) -> GenerationResult:
+    """A finished row's result: its text, counts and timings (queue wait, time to the first
+    token, generation) measured from the batch's start `started` and end `ended`."""
+    first = row.first_token_at or ended
+    done = row.finished_at or ended
+    return GenerationResult(
+        raw_text=text,
+        finish_reason=row.finish_reason or "length",
+        prompt_tokens=len(row.prepared.ids),
+        new_tokens=row.new_tokens,
+        stop_strings=row.prepared.stop_strings,
+        turns_used=row.prepared.turns_used,
+        model_name=model_name,
+        queue_wait_s=started - row.submitted,
+        prompt_s=first - started,
+        generation_s=done - first,
+        batch_size=batch_size,
+    )
 
 
 class GenerationHandle:

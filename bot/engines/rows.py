@@ -141,7 +141,7 @@ def _result(
     ended: float,
     batch_size: int,
 ) -> RowOutcome:
-    from bot.worker_types import GenerationResult
+    from bot.worker_types import row_result
 
     if outcome.error is not None:
         error = outcome.error
@@ -152,18 +152,4 @@ def _result(
     if outcome.finish == "eos":
         row.finish("eos")
     row.finish("length")  # the engine stopped the row at its token limit
-    first = row.first_token_at or ended
-    done = row.finished_at or ended
-    return GenerationResult(
-        raw_text=row.output,
-        finish_reason=row.finish_reason or "length",
-        prompt_tokens=len(row.prepared.ids),
-        new_tokens=row.new_tokens,
-        stop_strings=row.prepared.stop_strings,
-        turns_used=row.prepared.turns_used,
-        model_name=model.name,
-        queue_wait_s=started - row.submitted,
-        prompt_s=first - started,
-        generation_s=done - first,
-        batch_size=batch_size,
-    )
+    return row_result(row, row.output, model.name, started, ended, batch_size)
