@@ -12,6 +12,7 @@ from bot.postprocess import (
     trim_to_sentence,
 )
 from bot.prompt_format import LINE, RINNA
+from tests.model_families import GPT_NEOX_JAPANESE_TAGS
 
 PPO_LOOP = "ご質問ありがとうございます。" * 12 + "ご質問ありがとう"
 
@@ -124,26 +125,10 @@ def test_trim_to_sentence(text, expected):
     assert trim_to_sentence(text) == expected
 
 
-# What abeja's GPTNeoXJapaneseTokenizer declares besides bytes and emoji (tests/model_families.py
-# builds the same list into its tiny vocabulary).
+# What abeja's GPTNeoXJapaneseTokenizer declares: the tags tests/model_families.py builds into
+# its tiny vocabulary, plus its special, a byte and an emoji token.
 ABEJA_TOKENS = frozenset(
-    {
-        "<SP>",
-        "<BR>",
-        "<TAB>",
-        "<URL>",
-        "<EMAIL>",
-        "<TEL>",
-        "<DATE>",
-        "<PRICE>",
-        "<BLOCK>",
-        "<KIGOU>",
-        "<U2000U2BFF>",
-        "<|startoftext|>",
-        "<|endoftext|>",
-        "<|byte10|>",
-        "<|emoji1|>",
-    }
+    {*GPT_NEOX_JAPANESE_TAGS, "<|startoftext|>", "<|endoftext|>", "<|byte10|>", "<|emoji1|>"}
 )
 
 
