@@ -57,6 +57,9 @@ class BenchShape:
 
 
 FULL = BenchShape()
+# The "~1B GPTNeoX": 0.94B parameters, head size 128 like rinna 3.6B's.
+ONE_B = BenchShape(layers=16, hidden=2048, heads=16, vocab=32000)
+SHAPES = {"106m": FULL, "1b": ONE_B}
 
 
 def ensure_bench_model(cache_dir: Path, shape: BenchShape = FULL) -> Path:

@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench.add_argument("--quant", default="q4_k_m", help="the GGUF llamacpp runs")
     bench.add_argument("--openai-url", default="", help="BASE_URL|MODEL of a server running it")
+    bench.add_argument(
+        "--shape", default="106m", choices=["106m", "1b"], help="the GPTNeoX shape (--engine only)"
+    )
     db = commands.add_parser("db", help="database maintenance")
     db.add_argument("action", choices=["upgrade"], help="upgrade the schema to the newest version")
     args = parser.parse_args(argv)
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         token = settings.hf_token.get_secret_value() if settings.hf_token else None
         return convert(args, settings.model_cache_dir, settings.prompt_format, token)
     if args.command == "bench":
-        from bot.bench import run_benchmark
+        from bot.bench import SHAPES, run_benchmark
 
         counts = tuple(int(c) for c in args.channels.split(","))
         if args.engine:
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.new_tokens,
                     args.quant,
                     args.openai_url,
+                    SHAPES[args.shape],
                 )
             )
             return 0

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -76,7 +77,9 @@ class VllmServer:
 
 
 @contextlib.contextmanager
-def vllm_server(model_dir: Path, log_file: Path, *, timeout_s: float = 300) -> Iterator[VllmServer]:
+def vllm_server(
+    model_dir: Path, log_file: Path, *, timeout_s: float = 300, extra_args: tuple[str, ...] = ()
+) -> Iterator[VllmServer]:
     """Start vLLM's OpenAI server on `model_dir` with token-id prompts (no tokenizer of its
     own), wait until `/v1/models` answers, and stop it (the whole process group) afterwards."""
     from bot.engines.openai.client import ServerConfig
@@ -111,6 +114,7 @@ def vllm_server(model_dir: Path, log_file: Path, *, timeout_s: float = 300) -> I
         "127.0.0.1",
         "--port",
         str(port),
+        *extra_args,
     ]
     log = log_file.open("wb")
     process = subprocess.Popen(
@@ -217,6 +221,23 @@ def build_served_demo(cache: Path, folder: Path) -> Path:
     return folder
 
 
+def build_lora_adapter(model_dir: Path, folder: Path) -> Path:
+    """A LoRA adapter for the GPTNeoX in `model_dir` on `query_key_value`, where the bot's
+    persona training puts it. Its weights are random (not training's zero-effect start), so it
+    changes what the model says."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPTNeoXForCausalLM
+
+    if (folder / "adapter_config.json").exists():
+        return folder
+    model = GPTNeoXForCausalLM.from_pretrained(str(model_dir))
+    lora = LoraConfig(
+        r=8, lora_alpha=16, target_modules=["query_key_value"], init_lora_weights=False
+    )
+    get_peft_model(model, lora).save_pretrained(str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model cache of the engine tests' own: their GGUF folders and the served demo stay out
@@ -227,6 +248,20 @@ def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def served_demo(engine_cache: Path) -> Path:
     return build_served_demo(engine_cache, engine_cache / "served-demo")
+
+
+@pytest.fixture(scope="session")
+def vllm(served_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    """One vLLM server on the served demo for every test that needs one and leaves it up (a
+    test that kills a server starts its own with `vllm_server`)."""
+    log_file = tmp_path_factory.mktemp("vllm") / "server.log"
+    with vllm_server(served_demo, log_file) as server:
+        yield server
+
+
+def openai_settings(server: VllmServer, **extra: Any) -> dict[str, Any]:
+    """Settings overrides for ENGINE=openai against `server`."""
+    return {"engine": "openai", "openai_base_url": server.base_url, "model": server.model, **extra}
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,13 +39,22 @@ _REPLY_LINE = re.compile(r"prompt_ms=(\d+) generation_ms=(\d+)")
 class EngineResult:
     engine: str
     detail: str
+    # One stream (MAX_BATCH_SIZE=1), in a process of its own:
     prefill_ms: float = 0.0  # first token of a reply to a ~512-token prompt
     prompt_tokens: int = 0
-    decode_tok_s: float = 0.0  # one channel, through the bot
-    bare_decode_tok_s: float = 0.0  # one stream, the engine alone
+    decode_tok_s: float = 0.0  # after the first token, through the bot (median)
+    single_tok_s: float = 0.0  # a whole reply through the bot, wall clock (median)
+    single_bare_tok_s: float = 0.0  # the same number of tokens, the engine alone (median)
+    single_peak_rss_gb: float = 0.0
+    single_before_load_gb: float = 0.0  # resident before the model loads: Python, torch, the bot
+    # Channels sending at once (MAX_BATCH_SIZE = the most channels), another process:
     channels: dict[int, tuple[float, float]] = field(default_factory=dict)  # tok/s, p95 s
     bare_channels: dict[int, float] = field(default_factory=dict)  # the engine alone, tok/s
     peak_rss_gb: float = 0.0
+    before_load_gb: float = 0.0
+
+
+CHANNEL_FIELDS = ("channels", "bare_channels", "peak_rss_gb", "before_load_gb")
 
 
 class _ReplyTimes(logging.Handler):
@@ -88,83 +98,124 @@ def _long_message(tokenizer: Any, target: int) -> str:
     return text
 
 
-async def _bench_engine(
-    engine: str, model: str, cache: Path, counts: tuple[int, ...], tokens: int, base_url: str
-) -> EngineResult:
+def _key(name: str) -> ConversationKey:
+    return ConversationKey("bench", "w", name)
+
+
+async def _bench_single(app: Any, loaded: Any, result: EngineResult, handler: _ReplyTimes,
+                        repeats: int) -> None:  # fmt: skip
+    """Prefill of a ~512-token prompt, then one reply at a time through the bot, each followed
+    by the engine alone making as many tokens from the same prompt: interleaved, so noise on
+    this shared machine hits both alike; medians."""
+    long = _long_message(loaded.tokenizer, 480)
+    handler.lines.clear()
+    await app.manager.handle(IncomingMessage(_key("prefill"), "u", "u", long), NullSink())
+    prompt = loaded.prompt_format.render([Turn("user", long, "u")])
+    result.prompt_tokens = len(loaded.tokenizer.encode(prompt))
+    match = _REPLY_LINE.search(handler.lines[-1])
+    result.prefill_ms = float(match.group(1)) if match else 0.0
+    ids = loaded.tokenizer.encode(loaded.prompt_format.render([Turn("user", MESSAGE, "u")]))
+    bot, bare, decode = [], [], []
+    for i in range(repeats):
+        before = app.worker.tokens_generated
+        handler.lines.clear()
+        started = time.perf_counter()
+        await app.manager.handle(IncomingMessage(_key(f"s{i}"), "u", "u", MESSAGE), NullSink())
+        took = time.perf_counter() - started
+        made = app.worker.tokens_generated - before
+        bot.append(made / took)
+        line = _REPLY_LINE.search(handler.lines[-1])
+        if line and int(line.group(2)):
+            decode.append((made - 1) / (int(line.group(2)) / 1000))
+        seconds, tokens = await app.worker.call(
+            lambda made=made: _bare(app.worker.engine, loaded, ids, made, 1)
+        )
+        bare.append(tokens / seconds)
+    result.single_tok_s = statistics.median(bot)
+    result.single_bare_tok_s = statistics.median(bare)
+    result.decode_tok_s = statistics.median(decode) if decode else 0.0
+
+
+async def _bench_channels(app: Any, loaded: Any, result: EngineResult, counts: tuple[int, ...],
+                          tokens: int) -> None:  # fmt: skip
+    """`count` channels sending at once: aggregate tok/s and p95 latency, then the engine
+    alone with as many rows."""
+    for count in counts:
+        latencies: list[float] = []
+
+        async def one(i: int, count: int = count, latencies: list[float] = latencies) -> None:
+            started = time.perf_counter()
+            message = IncomingMessage(_key(f"c{count}-{i}"), f"u{i}", "u", MESSAGE)
+            await app.manager.handle(message, NullSink())
+            latencies.append(time.perf_counter() - started)
+
+        before = app.worker.tokens_generated
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(count)))
+        wall = time.perf_counter() - started
+        made = app.worker.tokens_generated - before
+        ordered = sorted(latencies)
+        p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+        result.channels[count] = (made / wall, p95)
+    ids = loaded.tokenizer.encode(loaded.prompt_format.render([Turn("user", MESSAGE, "u")]))
+    for count in counts:
+        seconds, made = await app.worker.call(
+            lambda count=count: _bare(app.worker.engine, loaded, ids, tokens, count)
+        )
+        result.bare_channels[count] = made / seconds
+
+
+async def _bench_engine(engine: str, model: str, cache: Path, mode: str, counts: tuple[int, ...],
+                        tokens: int, base_url: str, repeats: int = 3) -> EngineResult:  # fmt: skip
+    """`mode` "single": one stream with MAX_BATCH_SIZE=1; "channels": `counts` at once."""
     handler = _ReplyTimes()
     replies = logging.getLogger("bot.replies")
     replies.addHandler(handler)
     replies.setLevel(logging.INFO)
     replies.propagate = False
+    batch = 1 if mode == "single" else max(counts)
     with tempfile.TemporaryDirectory() as workdir:
-        app = bootstrap(
-            _settings(engine, model, Path(workdir), cache, max(counts), tokens, base_url)
-        )
+        app = bootstrap(_settings(engine, model, Path(workdir), cache, batch, tokens, base_url))
+        before_load = _resident_gb()
         loaded = await app.start()
         try:
             result = EngineResult(engine, loaded.dtype)
-
-            def key(name: str) -> ConversationKey:
-                return ConversationKey("bench", "w", name)
-
-            await app.manager.handle(IncomingMessage(key("warm"), "u", "u", MESSAGE), NullSink())
-            # Prefill: a fresh channel whose one message makes a ~512-token prompt.
-            long = _long_message(loaded.tokenizer, 480)
-            handler.lines.clear()
-            await app.manager.handle(IncomingMessage(key("prefill"), "u", "u", long), NullSink())
-            prompt = loaded.prompt_format.render([Turn("user", long, "u")])
-            result.prompt_tokens = len(loaded.tokenizer.encode(prompt))
-            match = _REPLY_LINE.search(handler.lines[-1])
-            result.prefill_ms = float(match.group(1)) if match else 0.0
-            for count in counts:
-                latencies: list[float] = []
-
-                async def one(
-                    i: int, count: int = count, latencies: list[float] = latencies
-                ) -> None:
-                    started = time.perf_counter()
-                    message = IncomingMessage(key(f"c{count}-{i}"), f"u{i}", "u", MESSAGE)
-                    await app.manager.handle(message, NullSink())
-                    latencies.append(time.perf_counter() - started)
-
-                before = app.worker.tokens_generated
-                handler.lines.clear()
-                started = time.perf_counter()
-                await asyncio.gather(*(one(i) for i in range(count)))
-                wall = time.perf_counter() - started
-                made = app.worker.tokens_generated - before
-                ordered = sorted(latencies)
-                p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-                result.channels[count] = (made / wall, p95)
-                if count == 1:
-                    line = _REPLY_LINE.search(handler.lines[-1])
-                    if line and int(line.group(2)):
-                        result.decode_tok_s = made / (int(line.group(2)) / 1000)
-            short = loaded.prompt_format.render([Turn("user", MESSAGE, "u")])
-            ids = loaded.tokenizer.encode(short)
-            for count in counts:
-                took = await app.worker.call(
-                    lambda count=count: _bare(app.worker.engine, loaded, ids, tokens, count)
-                )
-                result.bare_channels[count] = count * tokens / took
-            result.bare_decode_tok_s = result.bare_channels[min(counts)]
+            await app.manager.handle(IncomingMessage(_key("warm"), "u", "u", MESSAGE), NullSink())
+            if mode == "single":
+                await _bench_single(app, loaded, result, handler, repeats)
+            else:
+                await _bench_channels(app, loaded, result, counts, tokens)
         finally:
             await app.close()
-    result.peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if mode == "single":
+        result.single_peak_rss_gb, result.single_before_load_gb = peak, before_load
+    else:
+        result.peak_rss_gb, result.before_load_gb = peak, before_load
     return result
 
 
-def _bare(engine: Any, loaded: Any, ids: list[int], tokens: int, rows: int) -> float:
-    """Seconds for the engine alone to make `tokens` new tokens for each of `rows` copies."""
+def _resident_gb() -> float:
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        pages = int(statm.read().split()[1])
+    return pages * resource.getpagesize() / 2**30
+
+
+def _bare(engine: Any, loaded: Any, ids: list[int], tokens: int, rows: int) -> tuple[float, int]:
+    """The engine alone making up to `tokens` new tokens for each of `rows` copies of `ids`,
+    no stop tokens: (seconds, tokens made). A server may still end a row at end-of-text."""
     if engine.name == "transformers":
         import torch
 
-        return bare_generate(loaded, torch.tensor([ids]), tokens, rows)
+        return bare_generate(loaded, torch.tensor([ids]), tokens, rows), tokens * rows
     from bot.engines import RowRequest
     from bot.sampling import SamplingParams
 
     class Count:
+        made = 0
+
         def token(self, row: int, token_id: int) -> bool:
+            Count.made += 1
             return True
 
         def text(self, row: int, text: str) -> bool:
@@ -178,38 +229,41 @@ def _bare(engine: Any, loaded: Any, ids: list[int], tokens: int, rows: int) -> f
     requests = [RowRequest(list(ids), params) for _ in range(rows)]
     started = time.perf_counter()
     engine.generate_ids(loaded, requests, Count())
-    return time.perf_counter() - started
+    return time.perf_counter() - started, Count.made
 
 
-def _prepare(engine: str, cache: Path, shape: BenchShape, quant: str) -> str:
+def prepare(engine: str, cache: Path, shape: BenchShape, quant: str) -> str:
+    """Builds the model folder (and for llamacpp its GGUF) once; returns the folder."""
     model = ensure_bench_model(cache, shape)
-    if engine != "llamacpp":
-        return str(model)
-    from bot.engines.llamacpp.convert import convert, gguf_path
-    from bot.model_loader import LoadOptions
+    if engine == "llamacpp":
+        from bot.engines.llamacpp.convert import convert, gguf_path
+        from bot.model_loader import LoadOptions
 
-    if not gguf_path(cache, str(model), quant).exists():
-        convert(str(model), quant, LoadOptions(cache_dir=cache))
+        if not gguf_path(cache, str(model), quant).exists():
+            convert(str(model), quant, LoadOptions(cache_dir=cache))
     return str(model)
 
 
+def _shape_arg(shape: BenchShape) -> str:
+    return f"{shape.layers},{shape.hidden},{shape.heads},{shape.vocab}"
+
+
 def run_one(args: list[str]) -> int:
-    """The child process: `--engine-child ENGINE CACHE COUNTS TOKENS QUANT URL OUT`."""
-    engine, cache, counts, tokens, quant, url, out = args
-    model = _prepare(engine, Path(cache), FULL, quant)
+    """The child process: `prepare ENGINE CACHE QUANT SHAPE` builds what ENGINE needs;
+    `ENGINE MODE CACHE COUNTS TOKENS URL OUT SHAPE` measures it. Each runs in a process of its
+    own, so building and converting the model never count in an engine's memory, and the
+    single-stream figures are those of MAX_BATCH_SIZE=1."""
+    if args[0] == "prepare":
+        engine, cache, quant, shape_arg = args[1:]
+        prepare(engine, Path(cache), BenchShape(*map(int, shape_arg.split(","))), quant)
+        return 0
+    engine, mode, cache, counts, tokens, url, out, shape_arg = args
+    model = str(ensure_bench_model(Path(cache), BenchShape(*map(int, shape_arg.split(",")))))
     if engine == "openai":
         model = url.split("|", 1)[1] if "|" in url else model
         url = url.split("|", 1)[0]
-    result = asyncio.run(
-        _bench_engine(
-            engine,
-            model,
-            Path(cache),
-            tuple(int(c) for c in counts.split(",")),
-            int(tokens),
-            url,
-        )
-    )
+    parsed = tuple(int(c) for c in counts.split(","))
+    result = asyncio.run(_bench_engine(engine, model, Path(cache), mode, parsed, int(tokens), url))
     Path(out).write_text(json.dumps(asdict(result)), encoding="utf-8")
     return 0
 
@@ -221,37 +275,61 @@ def run_engine_benchmark(
     tokens: int = 64,
     quant: str = "q4_k_m",
     openai_url: str = "",
+    shape: BenchShape = FULL,
 ) -> str:
-    """Each engine in a child process; returns the markdown table."""
+    """Each engine, and each of its two runs, in a child process; returns the tables."""
+    child = [sys.executable, "-m", "bot.engines.bench"]
+    for engine in engines:
+        subprocess.run(
+            [*child, "prepare", engine, str(cache), quant, _shape_arg(shape)], check=True
+        )
+
+    def measure(engine: str, mode: str) -> dict[str, Any]:
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            counted = ",".join(map(str, counts))
+            args = [engine, mode, str(cache), counted, str(tokens), openai_url, out.name]
+            subprocess.run([*child, *args, _shape_arg(shape)], check=True)
+            return dict(json.loads(Path(out.name).read_text(encoding="utf-8")))
+
     results = []
     for engine in engines:
-        with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            command = [
-                sys.executable,
-                "-m",
-                "bot.engines.bench",
-                engine,
-                str(cache),
-                ",".join(map(str, counts)),
-                str(tokens),
-                quant,
-                openai_url,
-                out.name,
-            ]
-            subprocess.run(command, check=True)
-            results.append(json.loads(Path(out.name).read_text(encoding="utf-8")))
-    return report(results, counts, tokens, FULL)
+        single, channels = measure(engine, "single"), measure(engine, "channels")
+        results.append({**single, **{name: channels[name] for name in CHANNEL_FIELDS}})
+    return report(results, counts, tokens, shape)
+
+
+def _gap(bot: float, bare: float) -> str:
+    return f"{100 * (bot - bare) / bare:+.0f} %" if bare else "-"
 
 
 def report(results: list[dict[str, Any]], counts: tuple[int, ...], tokens: int,
            shape: BenchShape) -> str:  # fmt: skip
-    head = " | ".join(f"{c} ch tok/s (bare) / p95 s" for c in counts)
     lines = [
         f"Machine: {_machine()}",
-        f"Model: {shape.describe()}, random weights; greedy, {tokens} new tokens per reply.",
+        f"Model: {shape.describe()}, random weights; greedy, up to {tokens} new tokens a reply.",
         "",
-        f"| engine | prefill ms (prompt tokens) | decode tok/s, bot (bare) | {head} | peak RSS GB |",
-        "|---|---:|---:|" + "---:|" * len(counts) + "---:|",
+        "One stream (MAX_BATCH_SIZE=1); a reply through the bot against the engine alone making "
+        "as many tokens from the same prompt, interleaved, median of 3:",
+        "",
+        "| engine | prefill ms (prompt tokens) | decode tok/s after the first token | reply tok/s: "
+        "bot / bare (gap) | peak RSS GB (before load) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['engine']} ({r['detail']}) | {r['prefill_ms']:.0f} ({r['prompt_tokens']}) | "
+            f"{r['decode_tok_s']:.1f} | {r['single_tok_s']:.1f} / {r['single_bare_tok_s']:.1f} "
+            f"({_gap(r['single_tok_s'], r['single_bare_tok_s'])}) | "
+            f"{r['single_peak_rss_gb']:.2f} ({r['single_before_load_gb']:.2f}) |"
+        )
+    head = " | ".join(f"{c} ch tok/s (bare) / p95 s" for c in counts)
+    lines += [
+        "",
+        f"Channels sending at once (MAX_BATCH_SIZE={max(counts)}), aggregate tok/s through the "
+        "bot (the engine alone with as many rows) and p95 reply latency:",
+        "",
+        f"| engine | {head} | peak RSS GB (before load) |",
+        "|---|" + "---:|" * len(counts) + "---:|",
     ]
     for r in results:
         cells = []
@@ -259,10 +337,9 @@ def report(results: list[dict[str, Any]], counts: tuple[int, ...], tokens: int,
             tok_s, p95 = r["channels"][str(c)]
             cells.append(f"{tok_s:.1f} ({r['bare_channels'][str(c)]:.1f}) / {p95:.2f}")
         lines.append(
-            f"| {r['engine']} ({r['detail']}) | {r['prefill_ms']:.0f} ({r['prompt_tokens']}) | "
-            f"{r['decode_tok_s']:.1f} ({r['bare_decode_tok_s']:.1f}) | "
+            f"| {r['engine']} ({r['detail']}) | "
             + " | ".join(cells)
-            + f" | {r['peak_rss_gb']:.2f} |"
+            + f" | {r['peak_rss_gb']:.2f} ({r['before_load_gb']:.2f}) |"
         )
     return "\n".join(lines)
 

@@ -22,7 +22,13 @@ from bot.engines.openai.engine import SERVER_DOWN_REPLY, SERVER_LOST_REPLY
 from bot.model_loader import LoadOptions
 from bot.postprocess import FALLBACK_REPLY
 from tests.conftest import message
-from tests.engine_support import VllmServer, llama_cpp_server, vllm_server
+from tests.engine_support import (
+    VllmServer,
+    build_lora_adapter,
+    llama_cpp_server,
+    openai_settings,
+    vllm_server,
+)
 from tests.integration.test_batching import ask_held
 from tests.integration.test_console import run_console
 from tests.integration.test_pipeline import RecordingSink, ask, stored_texts
@@ -160,17 +166,6 @@ async def test_a_server_that_takes_no_token_ids_gets_text_and_says_so(
 # --- an OpenAI-compatible server: vLLM --------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def vllm(served_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
-    log_file = tmp_path_factory.mktemp("vllm") / "server.log"
-    with vllm_server(served_demo, log_file) as server:
-        yield server
-
-
-def openai_settings(server: VllmServer, **extra: Any) -> dict[str, Any]:
-    return {"engine": "openai", "openai_base_url": server.base_url, "model": server.model, **extra}
-
-
 async def test_vllm_replies_cleanly_from_token_ids(make_app, vllm: VllmServer) -> None:
     app = await make_app(**openai_settings(vllm, max_new_tokens=32))
     model = app.worker.current
@@ -225,8 +220,46 @@ async def test_vllm_persona_adapter_not_on_the_server_is_refused(
     assert "--lora-modules kansai=" in reply.final
 
 
-# Last: these kill the module's server.
-async def test_vllm_killed_mid_reply_then_down(make_app, vllm: VllmServer) -> None:
+async def test_vllm_serves_a_persona_through_the_servers_lora_adapter(
+    make_app, served_demo: Path, engine_cache: Path, tmp_path: Path
+) -> None:
+    adapter_dir = build_lora_adapter(served_demo, engine_cache / "kansai-adapter")
+    persona_dir = tmp_path / "personas"
+    persona_dir.mkdir()
+    (persona_dir / "kansai.toml").write_text(
+        f'name = "kansai"\ndisplay_name = "関西"\ndescription = "x"\nadapter = "{adapter_dir}"\n',
+        encoding="utf-8",
+    )
+    greedy = {"temperature": 0, "repetition_penalty": 1.0, "max_new_tokens": 8}
+    # What the bot says with and without the persona on its own engine (peft applies the
+    # adapter in-process): the reference for the server's adapter.
+    local = await make_app(model=str(served_demo), persona_dir=persona_dir, **greedy)
+    await ask(local, "/persona kansai", admin=True, channel="local")
+    with_adapter = (await ask(local, "こんにちは", channel="local")).final
+    without = (await ask(local, "こんにちは", channel="local-base")).final
+    assert with_adapter != without  # the adapter changes the reply, so the check below can fail
+    lora = ("--enable-lora", "--max-lora-rank", "8", "--lora-modules", f"kansai={adapter_dir}")
+    with vllm_server(served_demo, tmp_path / "server.log", extra_args=lora) as server:
+        app = await make_app(**openai_settings(server, persona_dir=persona_dir, **greedy))
+        chosen = await ask(app, "/persona kansai", admin=True)
+        assert "（kansai）にしました" in chosen.final
+        assert (await ask(app, "こんにちは")).final == with_adapter
+        requests = [
+            line for line in server.log_file.read_text().splitlines() if "Received request" in line
+        ]
+        assert len(requests) == 1 and "LoRARequest(lora_name='kansai'" in requests[0]
+        assert (await ask(app, "こんにちは", channel="served-base")).final == without
+
+
+@pytest.fixture
+def vllm_to_kill(served_demo: Path, tmp_path: Path) -> Iterator[VllmServer]:
+    """A server of this test's own: the shared one must stay up for the others."""
+    with vllm_server(served_demo, tmp_path / "server.log") as server:
+        yield server
+
+
+async def test_vllm_killed_mid_reply_then_down(make_app, vllm_to_kill: VllmServer) -> None:
+    vllm = vllm_to_kill
     app = await make_app(**openai_settings(vllm, max_new_tokens=400))
 
     class KillOnFirstUpdate(RecordingSink):

@@ -1,5 +1,6 @@
-"""Discord and Slack answering through ENGINE=llamacpp: the real discord.py / slack-bolt code
-against the local fake servers, the real llama.cpp engine on a GGUF the test converts."""
+"""Discord and Slack answering through ENGINE=llamacpp and ENGINE=openai: the real discord.py /
+slack-bolt code against the local fake servers, with the real llama.cpp engine on a GGUF the
+tests convert, or a real vLLM server (its CPU build) on the same model folder."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.engine_support import openai_settings
 from tests.platforms import test_discord_e2e as discord_e2e
 from tests.platforms.discord_fake_server import BOB, CHANNEL_ID
 from tests.platforms.slack_fake_server import (
@@ -29,12 +31,19 @@ start_bot = discord_e2e.start_bot
 JUNK = ("<NL>", "</s>", "ユーザー:", "システム:", "\ufffd")
 
 
-async def test_discord_mention_is_answered_by_llamacpp(
-    start_bot, fake, gguf_model, engine_cache
+@pytest.fixture(params=["llamacpp", "openai"])
+def engine_settings(request: pytest.FixtureRequest, engine_cache: Path) -> dict[str, Any]:
+    """The settings of one engine; only the engine a test runs with is started."""
+    if request.param == "llamacpp":
+        model = request.getfixturevalue("gguf_model")
+        return {"engine": "llamacpp", "model": model, "model_cache_dir": engine_cache}
+    return openai_settings(request.getfixturevalue("vllm"))
+
+
+async def test_discord_mention_is_answered_by_the_engine(
+    start_bot, fake, engine_settings: dict[str, Any]
 ) -> None:
-    bot = await start_bot(
-        engine="llamacpp", model=gguf_model, model_cache_dir=engine_cache, max_new_tokens=40
-    )
+    bot = await start_bot(**engine_settings, max_new_tokens=40)
     await bot.say(message(BOB, mention("こんにちは")))
     (posted,) = fake.messages_in(CHANNEL_ID)
     assert posted.content
@@ -48,13 +57,11 @@ async def slack_fake() -> AsyncIterator[FakeSlack]:
         yield slack
 
 
-async def test_slack_mention_is_answered_by_llamacpp(
-    make_app: Callable[..., Any], slack_fake: FakeSlack, gguf_model: str, engine_cache: Path
+async def test_slack_mention_is_answered_by_the_engine(
+    make_app: Callable[..., Any], slack_fake: FakeSlack, engine_settings: dict[str, Any]
 ) -> None:
     async with socket_mode_apps(make_app, slack_fake) as start:
-        _, adapter = await start(
-            [], engine="llamacpp", model=gguf_model, model_cache_dir=engine_cache, max_new_tokens=40
-        )
+        _, adapter = await start([], **engine_settings, max_new_tokens=40)
         await deliver(slack_fake, slack_mention("やあ", ts=ROOT))
         [post] = await replied(slack_fake, adapter)
         shown = slack_fake.shown(post.args["ts"])
