@@ -64,13 +64,13 @@ SHAPES = {"106m": FULL, "1b": ONE_B}
 
 def ensure_bench_model(cache_dir: Path, shape: BenchShape = FULL) -> Path:
     """A GPTNeoX of `shape` with random weights and the demo tokenizer, built once."""
+    target = Path(cache_dir) / shape.name
+    if (target / METADATA_FILE).exists():
+        return target  # without importing torch: an engine's benchmark process may not need it
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
     from transformers.utils import logging as hf_logging
 
-    target = Path(cache_dir) / shape.name
-    if (target / METADATA_FILE).exists():
-        return target
     demo = ensure_demo_model(cache_dir)
     scratch = Path(tempfile.mkdtemp(prefix=".bench-build-", dir=cache_dir))
     try:

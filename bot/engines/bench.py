@@ -166,7 +166,7 @@ async def _bench_channels(app: Any, loaded: Any, result: EngineResult, counts: t
 
 
 async def _bench_engine(engine: str, model: str, cache: Path, mode: str, counts: tuple[int, ...],
-                        tokens: int, base_url: str, repeats: int = 3) -> EngineResult:  # fmt: skip
+                        tokens: int, base_url: str, repeats: int = 5) -> EngineResult:  # fmt: skip
     """`mode` "single": one stream with MAX_BATCH_SIZE=1; "channels": `counts` at once."""
     handler = _ReplyTimes()
     replies = logging.getLogger("bot.replies")
@@ -309,7 +309,7 @@ def report(results: list[dict[str, Any]], counts: tuple[int, ...], tokens: int,
         f"Model: {shape.describe()}, random weights; greedy, up to {tokens} new tokens a reply.",
         "",
         "One stream (MAX_BATCH_SIZE=1); a reply through the bot against the engine alone making "
-        "as many tokens from the same prompt, interleaved, median of 3:",
+        "as many tokens from the same prompt, interleaved, median of 5:",
         "",
         "| engine | prefill ms (prompt tokens) | decode tok/s after the first token | reply tok/s: "
         "bot / bare (gap) | peak RSS GB (before load) |",
