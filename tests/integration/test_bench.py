@@ -23,13 +23,13 @@ async def test_the_benchmark_drives_bursts_and_reports_every_table(model_cache):
     assert "GPTNeoX 2 x 64, vocab 2,000" in report
 
 
-def test_the_engine_benchmark_measures_each_engine_in_a_process_of_its_own(model_cache):
+def test_the_engine_benchmark_measures_each_engine_in_a_process_of_its_own(engine_cache):
     from bot.engines.bench import run_engine_benchmark
     from tests.engine_support import require_module
 
     require_module("llama_cpp")
     report = run_engine_benchmark(
-        model_cache, ["transformers", "llamacpp"], counts=(1, 2), tokens=4, shape=TINY
+        engine_cache, ["transformers", "llamacpp"], counts=(1, 2), tokens=4, shape=TINY
     )
     rows = [line for line in report.splitlines() if line.startswith("| ") and "GB" not in line]
     assert "llamacpp (q4_k_m)" in report

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.demo_model import METADATA_FILE
+from bot.demo_model import METADATA_FILE, ensure_demo_model
 from bot.model_identity import card_identity
 from bot.model_loader import LoadOptions, load_model
 from bot.registry import find_entry
@@ -62,7 +62,7 @@ model = AutoModelForCausalLM.from_pretrained("{PPO}")
 def model_files(model_cache: Path) -> dict[str, bytes]:
     """The tiny rinna-style model's files (GPTNeoX + sentencepiece with <NL>), without the
     demo's own metadata: a real download has none."""
-    demo = next(p.parent for p in model_cache.rglob(METADATA_FILE))
+    demo = ensure_demo_model(model_cache)
     return {
         p.name: p.read_bytes() for p in demo.iterdir() if p.is_file() and p.name != METADATA_FILE
     }
