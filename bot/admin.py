@@ -15,6 +15,7 @@ from bot.errors import NotPermitted, shorten
 from bot.locks import InFlight, KeyedLocks
 from bot.lora import AdapterMismatch, check_adapter
 from bot.messages import ConversationKey, IncomingMessage
+from bot.model_loader import LoadedModel
 from bot.sampling import SamplingParams, validate_overrides
 from bot.storage.db_thread import DatabaseThread
 from bot.storage.repository import Repository
@@ -249,9 +250,7 @@ class AdminService:
                 f"モデル: {model.name}{demo}",
                 engine + (f"\n注意: {info.tokenizer_note}" if info.tokenizer_note else ""),
                 f"形式: {model.prompt_format.name}{why}、文脈長 {model.context_length} トークン",
-                f"デバイス: {model.device}、精度 {model.dtype}"
-                f"{'' if model.quantization == 'none' else '、量子化 ' + model.quantization}、"
-                f"パラメータ {model.parameters / 1e6:,.1f}M",
+                _device_line(model),
             ]
         lines += [
             f"メモリ: {self.worker.engine.memory(model)}、最近の生成速度 "
@@ -270,3 +269,13 @@ def first_word(text: str) -> tuple[str, str]:
     methods type a full-width space."""
     parts = text.split(maxsplit=1)
     return (parts[0] if parts else ""), (parts[1].strip() if len(parts) > 1 else "")
+
+
+def _device_line(model: LoadedModel) -> str:
+    if model.device == "server":  # ENGINE=openai: the server knows, this process does not
+        return "デバイス・精度・パラメータ数: サーバー側"
+    quantized = "" if model.quantization == "none" else f"、量子化 {model.quantization}"
+    return (
+        f"デバイス: {model.device}、精度 {model.dtype}{quantized}、"
+        f"パラメータ {model.parameters / 1e6:,.1f}M"
+    )

@@ -178,6 +178,8 @@ async def test_vllm_replies_cleanly_from_token_ids(make_app, vllm: VllmServer) -
     status = await ask(app, "/status")
     assert "エンジン: openai" in status.final and vllm.base_url in status.final
     assert "トークナイザー" not in status.final  # our tokenizer: no note about the server's
+    # Device, precision and size are the server's: said so, not shown as "server" or "0.0M".
+    assert "デバイス・精度・パラメータ数: サーバー側" in status.final and "0.0M" not in status.final
     models = await ask(app, "/model", admin=True)
     assert vllm.model in models.final
 
