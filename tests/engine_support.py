@@ -259,6 +259,11 @@ def vllm(served_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield server
 
 
+def llamacpp_settings(gguf_model: str, engine_cache: Path) -> dict[str, Any]:
+    """Settings overrides for ENGINE=llamacpp on `gguf_model` (the fixture's converted model)."""
+    return {"engine": "llamacpp", "model": gguf_model, "model_cache_dir": engine_cache}
+
+
 def openai_settings(server: VllmServer, **extra: Any) -> dict[str, Any]:
     """Settings overrides for ENGINE=openai against `server`."""
     return {"engine": "openai", "openai_base_url": server.base_url, "model": server.model, **extra}

@@ -26,6 +26,7 @@ from tests.engine_support import (
     VllmServer,
     build_lora_adapter,
     llama_cpp_server,
+    llamacpp_settings,
     openai_settings,
     vllm_server,
 )
@@ -63,13 +64,28 @@ async def stop_after_first_update(app: Any, channel: str) -> RecordingSink:
     return sink
 
 
+def kansai_persona(persona_dir: Path, adapter: Path | None = None) -> Path:
+    """`persona_dir` holding the persona "kansai" with the LoRA adapter folder `adapter`; by
+    default a stand-in folder, for the engines that must refuse it before loading anything."""
+    if adapter is None:
+        adapter = persona_dir / "kansai" / "adapter"
+        adapter.mkdir(parents=True)
+        (adapter / "adapter_config.json").write_text("{}")
+    persona_dir.mkdir(parents=True, exist_ok=True)
+    (persona_dir / "kansai.toml").write_text(
+        f'name = "kansai"\ndisplay_name = "関西"\ndescription = "x"\nadapter = "{adapter}"\n',
+        encoding="utf-8",
+    )
+    return persona_dir
+
+
 # --- llama.cpp --------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def llamacpp(gguf_model: str, engine_cache: Path) -> dict[str, Any]:
     """make_app settings for ENGINE=llamacpp on the converted served demo."""
-    return {"engine": "llamacpp", "model": gguf_model, "model_cache_dir": engine_cache}
+    return llamacpp_settings(gguf_model, engine_cache)
 
 
 async def test_llamacpp_replies_cleanly_and_streams(make_app, llamacpp: dict[str, Any]) -> None:
@@ -109,13 +125,7 @@ async def test_llamacpp_serves_two_channels_in_one_batch(
 async def test_llamacpp_refuses_a_persona_with_an_adapter(
     make_app, llamacpp: dict[str, Any], tmp_path: Path
 ) -> None:
-    persona_dir = tmp_path / "personas"
-    (persona_dir / "kansai" / "adapter").mkdir(parents=True)
-    (persona_dir / "kansai" / "adapter" / "adapter_config.json").write_text("{}")
-    (persona_dir / "kansai.toml").write_text(
-        'name = "kansai"\ndisplay_name = "関西"\ndescription = "x"\nadapter = "kansai/adapter"\n',
-        encoding="utf-8",
-    )
+    persona_dir = kansai_persona(tmp_path / "personas")
     app = await make_app(**llamacpp, persona_dir=persona_dir)
     reply = await ask(app, "/persona kansai", admin=True)
     assert "llama.cpp エンジンでは使えません" in reply.final
@@ -210,13 +220,7 @@ async def test_vllm_stop_closes_the_stream_and_the_server_aborts(
 async def test_vllm_persona_adapter_not_on_the_server_is_refused(
     make_app, vllm: VllmServer, tmp_path: Path
 ) -> None:
-    persona_dir = tmp_path / "personas"
-    (persona_dir / "kansai" / "adapter").mkdir(parents=True)
-    (persona_dir / "kansai" / "adapter" / "adapter_config.json").write_text("{}")
-    (persona_dir / "kansai.toml").write_text(
-        'name = "kansai"\ndisplay_name = "関西"\ndescription = "x"\nadapter = "kansai/adapter"\n',
-        encoding="utf-8",
-    )
+    persona_dir = kansai_persona(tmp_path / "personas")
     app = await make_app(**openai_settings(vllm, persona_dir=persona_dir))
     reply = await ask(app, "/persona kansai", admin=True)
     assert "--lora-modules kansai=" in reply.final
@@ -226,12 +230,7 @@ async def test_vllm_serves_a_persona_through_the_servers_lora_adapter(
     make_app, served_demo: Path, engine_cache: Path, tmp_path: Path
 ) -> None:
     adapter_dir = build_lora_adapter(served_demo, engine_cache / "kansai-adapter")
-    persona_dir = tmp_path / "personas"
-    persona_dir.mkdir()
-    (persona_dir / "kansai.toml").write_text(
-        f'name = "kansai"\ndisplay_name = "関西"\ndescription = "x"\nadapter = "{adapter_dir}"\n',
-        encoding="utf-8",
-    )
+    persona_dir = kansai_persona(tmp_path / "personas", adapter_dir)
     greedy = {"temperature": 0, "repetition_penalty": 1.0, "max_new_tokens": 8}
     # What the bot says with and without the persona on its own engine (peft applies the
     # adapter in-process): the reference for the server's adapter.

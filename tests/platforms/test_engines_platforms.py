@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.engine_support import openai_settings
+from tests.engine_support import llamacpp_settings, openai_settings
 from tests.platforms import test_discord_e2e as discord_e2e
 from tests.platforms.discord_fake_server import BOB, CHANNEL_ID
 from tests.platforms.slack_fake_server import (
@@ -35,8 +35,7 @@ JUNK = ("<NL>", "</s>", "ユーザー:", "システム:", "\ufffd")
 def engine_settings(request: pytest.FixtureRequest, engine_cache: Path) -> dict[str, Any]:
     """The settings of one engine; only the engine a test runs with is started."""
     if request.param == "llamacpp":
-        model = request.getfixturevalue("gguf_model")
-        return {"engine": "llamacpp", "model": model, "model_cache_dir": engine_cache}
+        return llamacpp_settings(request.getfixturevalue("gguf_model"), engine_cache)
     return openai_settings(request.getfixturevalue("vllm"))
 
 
