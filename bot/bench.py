@@ -134,12 +134,15 @@ async def _lag_monitor(stop: asyncio.Event, lags: list[float], tick: float = 0.0
         lags.append((time.perf_counter() - started - tick) * 1000)
 
 
-def _settings(model: Path, workdir: Path, batch: int, new_tokens: int) -> Settings:
+def bench_settings(model: str, cache: Path, workdir: Path, batch: int, new_tokens: int,
+                   **extra: Any) -> Settings:  # fmt: skip
+    """The benchmarks' settings: CPU fp32, greedy, no repetition penalty, no rate limit, a
+    database of their own in `workdir`; `extra` for the engine benchmark's engine fields."""
     return Settings(
         _env_file=None,
-        model=str(model),
+        model=model,
         database_url=f"sqlite:///{workdir / 'bench.sqlite3'}",
-        model_cache_dir=model.parent,
+        model_cache_dir=cache,
         device="cpu",
         dtype="fp32",
         max_batch_size=batch,
@@ -149,12 +152,17 @@ def _settings(model: Path, workdir: Path, batch: int, new_tokens: int) -> Settin
         repetition_penalty=1.0,
         max_new_tokens=new_tokens,
         log_level="WARNING",
+        **extra,
     )
 
 
 async def _run(model: Path, channels: int, batched: bool, new_tokens: int) -> Run:
     with tempfile.TemporaryDirectory() as workdir:
-        app = bootstrap(_settings(model, Path(workdir), channels if batched else 1, new_tokens))
+        app = bootstrap(
+            bench_settings(
+                str(model), model.parent, Path(workdir), channels if batched else 1, new_tokens
+            )
+        )
         await app.start()
         try:
             warm = IncomingMessage(ConversationKey("bench", "w", "warm-up"), "u", "u", MESSAGE)
@@ -196,7 +204,9 @@ async def _overhead(
 
     bot_times, bare_times = [], []
     with tempfile.TemporaryDirectory() as workdir:
-        app = bootstrap(_settings(model_dir, Path(workdir), 1, new_tokens))
+        app = bootstrap(
+            bench_settings(str(model_dir), model_dir.parent, Path(workdir), 1, new_tokens)
+        )
         loaded = await app.start()
         prompt = loaded.prompt_format.render([Turn("user", MESSAGE, "u")])
         ids = torch.tensor([loaded.tokenizer.encode(prompt)])

@@ -25,14 +25,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.bench import FULL, BenchShape, _machine, bare_generate, ensure_bench_model
+from bot.bench import (
+    FULL,
+    MESSAGE,
+    BenchShape,
+    _machine,
+    bare_generate,
+    bench_settings,
+    ensure_bench_model,
+)
 from bot.bootstrap import bootstrap
 from bot.messages import ConversationKey, IncomingMessage, NullSink
 from bot.prompt_format import Turn
-from bot.settings import Settings
 
-MESSAGE = "最近のおすすめの本を教えてください。週末にゆっくり読みたいです。"
-_REPLY_LINE = re.compile(r"prompt_ms=(\d+) generation_ms=(\d+)")
+_REPLY_LINE = re.compile(r"prompt_tokens=(\d+) .* prompt_ms=(\d+) generation_ms=(\d+)")
 
 
 @dataclass
@@ -68,28 +74,6 @@ class _ReplyTimes(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def _settings(engine: str, model: str, workdir: Path, cache: Path, batch: int, tokens: int,
-              base_url: str) -> Settings:  # fmt: skip
-    return Settings(
-        _env_file=None,
-        engine=engine,  # type: ignore[arg-type]
-        model=model,
-        openai_base_url=base_url,
-        database_url=f"sqlite:///{workdir / 'bench.sqlite3'}",
-        model_cache_dir=cache,
-        device="cpu",
-        dtype="fp32",
-        max_batch_size=batch,
-        max_queue=1000,
-        user_rate_limit_per_minute=0,
-        temperature=0,
-        repetition_penalty=1.0,
-        max_new_tokens=tokens,
-        generation_timeout_s=3600,
-        log_level="WARNING",
-    )
-
-
 def _long_message(tokenizer: Any, target: int) -> str:
     """A message of about `target` tokens (the ~512-token history of the prefill figure)."""
     text = MESSAGE
@@ -102,19 +86,17 @@ def _key(name: str) -> ConversationKey:
     return ConversationKey("bench", "w", name)
 
 
-async def _bench_single(app: Any, loaded: Any, result: EngineResult, handler: _ReplyTimes,
-                        repeats: int) -> None:  # fmt: skip
+async def _bench_single(app: Any, loaded: Any, ids: list[int], result: EngineResult,
+                        handler: _ReplyTimes, repeats: int) -> None:  # fmt: skip
     """Prefill of a ~512-token prompt, then one reply at a time through the bot, each followed
     by the engine alone making as many tokens from the same prompt: interleaved, so noise on
     this shared machine hits both alike; medians."""
     long = _long_message(loaded.tokenizer, 480)
     handler.lines.clear()
     await app.manager.handle(IncomingMessage(_key("prefill"), "u", "u", long), NullSink())
-    prompt = loaded.prompt_format.render([Turn("user", long, "u")])
-    result.prompt_tokens = len(loaded.tokenizer.encode(prompt))
     match = _REPLY_LINE.search(handler.lines[-1])
-    result.prefill_ms = float(match.group(1)) if match else 0.0
-    ids = loaded.tokenizer.encode(loaded.prompt_format.render([Turn("user", MESSAGE, "u")]))
+    if match:
+        result.prompt_tokens, result.prefill_ms = int(match.group(1)), float(match.group(2))
     bot, bare, decode = [], [], []
     for i in range(repeats):
         before = app.worker.tokens_generated
@@ -125,8 +107,8 @@ async def _bench_single(app: Any, loaded: Any, result: EngineResult, handler: _R
         made = app.worker.tokens_generated - before
         bot.append(made / took)
         line = _REPLY_LINE.search(handler.lines[-1])
-        if line and int(line.group(2)):
-            decode.append((made - 1) / (int(line.group(2)) / 1000))
+        if line and int(line.group(3)):
+            decode.append((made - 1) / (int(line.group(3)) / 1000))
         seconds, tokens = await app.worker.call(
             lambda made=made: _bare(app.worker.engine, loaded, ids, made, 1)
         )
@@ -136,8 +118,8 @@ async def _bench_single(app: Any, loaded: Any, result: EngineResult, handler: _R
     result.decode_tok_s = statistics.median(decode) if decode else 0.0
 
 
-async def _bench_channels(app: Any, loaded: Any, result: EngineResult, counts: tuple[int, ...],
-                          tokens: int) -> None:  # fmt: skip
+async def _bench_channels(app: Any, loaded: Any, ids: list[int], result: EngineResult,
+                          counts: tuple[int, ...], tokens: int) -> None:  # fmt: skip
     """`count` channels sending at once: aggregate tok/s and p95 latency, then the engine
     alone with as many rows."""
     for count in counts:
@@ -157,7 +139,6 @@ async def _bench_channels(app: Any, loaded: Any, result: EngineResult, counts: t
         ordered = sorted(latencies)
         p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
         result.channels[count] = (made / wall, p95)
-    ids = loaded.tokenizer.encode(loaded.prompt_format.render([Turn("user", MESSAGE, "u")]))
     for count in counts:
         seconds, made = await app.worker.call(
             lambda count=count: _bare(app.worker.engine, loaded, ids, tokens, count)
@@ -175,16 +156,29 @@ async def _bench_engine(engine: str, model: str, cache: Path, mode: str, counts:
     replies.propagate = False
     batch = 1 if mode == "single" else max(counts)
     with tempfile.TemporaryDirectory() as workdir:
-        app = bootstrap(_settings(engine, model, Path(workdir), cache, batch, tokens, base_url))
+        settings = bench_settings(
+            model,
+            cache,
+            Path(workdir),
+            batch,
+            tokens,
+            engine=engine,
+            openai_base_url=base_url,
+            generation_timeout_s=3600,
+        )
+        app = bootstrap(settings)
         before_load = _resident_gb()
         loaded = await app.start()
         try:
             result = EngineResult(engine, loaded.dtype)
             await app.manager.handle(IncomingMessage(_key("warm"), "u", "u", MESSAGE), NullSink())
+            # The prompt of a fresh channel's one message: what the engine alone is given.
+            prompt = loaded.prompt_format.render([Turn("user", MESSAGE, "u")])
+            ids = loaded.tokenizer.encode(prompt)
             if mode == "single":
-                await _bench_single(app, loaded, result, handler, repeats)
+                await _bench_single(app, loaded, ids, result, handler, repeats)
             else:
-                await _bench_channels(app, loaded, result, counts, tokens)
+                await _bench_channels(app, loaded, ids, result, counts, tokens)
         finally:
             await app.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -212,10 +206,11 @@ def _bare(engine: Any, loaded: Any, ids: list[int], tokens: int, rows: int) -> t
     from bot.sampling import SamplingParams
 
     class Count:
-        made = 0
+        def __init__(self) -> None:
+            self.made = 0
 
         def token(self, row: int, token_id: int) -> bool:
-            Count.made += 1
+            self.made += 1
             return True
 
         def text(self, row: int, text: str) -> bool:
@@ -227,9 +222,10 @@ def _bare(engine: Any, loaded: Any, ids: list[int], tokens: int, rows: int) -> t
     params = SamplingParams(max_new_tokens=tokens, temperature=0, repetition_penalty=1.0)
     # No stop ids: every row makes exactly `tokens` tokens.
     requests = [RowRequest(list(ids), params) for _ in range(rows)]
+    count = Count()
     started = time.perf_counter()
-    engine.generate_ids(loaded, requests, Count())
-    return time.perf_counter() - started, Count.made
+    engine.generate_ids(loaded, requests, count)
+    return time.perf_counter() - started, count.made
 
 
 def prepare(engine: str, cache: Path, shape: BenchShape, quant: str) -> str:
@@ -248,6 +244,10 @@ def _shape_arg(shape: BenchShape) -> str:
     return f"{shape.layers},{shape.hidden},{shape.heads},{shape.vocab}"
 
 
+def _parse_shape(arg: str) -> BenchShape:
+    return BenchShape(*map(int, arg.split(",")))
+
+
 def run_one(args: list[str]) -> int:
     """The child process: `prepare ENGINE CACHE QUANT SHAPE` builds what ENGINE needs;
     `ENGINE MODE CACHE COUNTS TOKENS URL OUT SHAPE` measures it. Each runs in a process of its
@@ -255,10 +255,10 @@ def run_one(args: list[str]) -> int:
     single-stream figures are those of MAX_BATCH_SIZE=1."""
     if args[0] == "prepare":
         engine, cache, quant, shape_arg = args[1:]
-        prepare(engine, Path(cache), BenchShape(*map(int, shape_arg.split(","))), quant)
+        prepare(engine, Path(cache), _parse_shape(shape_arg), quant)
         return 0
     engine, mode, cache, counts, tokens, url, out, shape_arg = args
-    model = str(ensure_bench_model(Path(cache), BenchShape(*map(int, shape_arg.split(",")))))
+    model = str(ensure_bench_model(Path(cache), _parse_shape(shape_arg)))
     if engine == "openai":
         model = url.split("|", 1)[1] if "|" in url else model
         url = url.split("|", 1)[0]
