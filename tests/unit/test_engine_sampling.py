@@ -12,15 +12,10 @@ import torch
 from bot.engines.sampling import adjust_logits, banned_ngram_tokens, sample_token
 from bot.row_sampling import PerRowSampling
 from bot.sampling import SamplingParams
+from tests.unit.test_row_sampling import ROWS as SAMPLED_ROWS
 
-ROWS = [
-    SamplingParams(temperature=0.7, repetition_penalty=1.1),  # rinna card
-    SamplingParams(temperature=0.7, top_p=0.9, top_k=0, repetition_penalty=1.1),  # LINE card
-    SamplingParams(temperature=1.3, top_p=0.5, top_k=7),
-    SamplingParams(temperature=0.2, top_k=1),
-    SamplingParams(temperature=1.0, top_p=1.0, top_k=0),
-    SamplingParams(temperature=0.0, repetition_penalty=1.3),  # greedy
-]
+# The rows PerRowSampling is checked with, and a greedy one.
+ROWS = [*SAMPLED_ROWS, SamplingParams(temperature=0.0, repetition_penalty=1.3)]
 
 
 @pytest.mark.parametrize("params", ROWS)
