@@ -103,10 +103,10 @@ class OpenAIEngine(TokenEngine):
 
     # --- loading -------------------------------------------------------------------------
 
-    def available(self) -> list[str]:
-        """The model names the server offers (for `/model` with no name)."""
+    def _models(self) -> list[dict[str, Any]]:
+        """The server's `/v1/models` entries; ModelLoadError saying so if it cannot be reached."""
         try:
-            return [str(m.get("id")) for m in list_models(self.config)]
+            return list_models(self.config)
         except (ServerUnavailable, ServerError, ValueError) as exc:
             raise ModelLoadError(
                 f"モデルのサーバー {self.config.base_url} に接続できません。"
@@ -114,15 +114,12 @@ class OpenAIEngine(TokenEngine):
                 detail=str(exc),
             ) from exc
 
+    def available(self) -> list[str]:
+        """The model names the server offers (for `/model` with no name)."""
+        return [str(m.get("id")) for m in self._models()]
+
     def load(self, spec: str) -> LoadedModel:
-        try:
-            entries = list_models(self.config)
-        except (ServerUnavailable, ServerError, ValueError) as exc:
-            raise ModelLoadError(
-                f"モデルのサーバー {self.config.base_url} に接続できません。"
-                "OPENAI_BASE_URL とサーバーが動いているかを確かめてください。",
-                detail=str(exc),
-            ) from exc
+        entries = self._models()
         names = [str(e.get("id")) for e in entries]
         if spec not in names:
             offered = "、".join(names) or "（なし）"
