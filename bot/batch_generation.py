@@ -18,7 +18,7 @@ import gc
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.errors import (
@@ -32,7 +32,13 @@ from bot.model_loader import LoadedModel
 from bot.row_sampling import PerRowSampling, shared_generate_kwargs
 from bot.sampling import SamplingParams
 from bot.tokenizer import IncrementalDecoder
-from bot.worker_types import GenerationHandle, GenerationResult, PreparedPrompt, row_result
+from bot.worker_types import (
+    BatchRow,
+    GenerationHandle,
+    GenerationResult,
+    PreparedPrompt,
+    row_result,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +46,10 @@ RowOutcome = GenerationResult | UserFacingError  # a row's reply, or the error i
 
 
 @dataclass
-class Row:
-    """One request inside a batch."""
+class Row(BatchRow):
+    """One request inside a `generate` batch; a row may fail alone."""
 
-    prepared: PreparedPrompt
-    handle: GenerationHandle
-    submitted: float
-    deadline: float
-    decoder: IncrementalDecoder
-    new_tokens: int = 0
-    finish_reason: str | None = None
-    first_token_at: float | None = None
-    finished_at: float | None = None
-    stops: tuple[str, ...] = field(default=())
     error: UserFacingError | None = None
-
-    def finish(self, reason: str) -> None:
-        if self.finish_reason is None:
-            self.finish_reason = reason
-            self.finished_at = time.monotonic()
 
     def fail(self, error: UserFacingError) -> None:
         if self.finish_reason is None:

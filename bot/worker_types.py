@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from bot.model_loader import LoadedModel
 from bot.sampling import SamplingParams
+from bot.tokenizer import IncrementalDecoder
 
 
 @dataclass(frozen=True)
@@ -45,19 +47,30 @@ class GenerationResult:
     batch_size: int = 1
 
 
-class FinishedRow(Protocol):
-    """What both batch paths (transformers' `generate`, the token engines) keep per row."""
+@dataclass
+class BatchRow:
+    """One request inside a batch, as both batch paths (transformers' `generate`, the token
+    engines) keep it: what was asked, where its text goes, its counts and timings."""
 
     prepared: PreparedPrompt
+    handle: GenerationHandle
     submitted: float
-    new_tokens: int
-    finish_reason: str | None
-    first_token_at: float | None
-    finished_at: float | None
+    deadline: float
+    decoder: IncrementalDecoder
+    stops: tuple[str, ...] = ()
+    new_tokens: int = 0
+    finish_reason: str | None = None
+    first_token_at: float | None = None
+    finished_at: float | None = None
+
+    def finish(self, reason: str) -> None:
+        if self.finish_reason is None:
+            self.finish_reason = reason
+            self.finished_at = time.monotonic()
 
 
 def row_result(
-    row: FinishedRow, text: str, model_name: str, started: float, ended: float, batch_size: int
+    row: BatchRow, text: str, model_name: str, started: float, ended: float, batch_size: int
 ) -> GenerationResult:
     """A finished row's result: its text, counts and timings (queue wait, time to the first
     token, generation) measured from the batch's start `started` and end `ended`."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from bot.engines import RowEnd, RowRequest, stop_ids_for
 from bot.errors import GENERIC_FAILURE_REPLY, GenerationFailed, UserFacingError
 from bot.tokenizer import IncrementalDecoder
+from bot.worker_types import BatchRow, row_result
 
 if TYPE_CHECKING:
     from bot.batch_generation import RowOutcome
@@ -28,24 +29,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class TextRow:
-    prepared: PreparedPrompt
-    handle: GenerationHandle
-    submitted: float
-    deadline: float
-    decoder: IncrementalDecoder
-    stops: tuple[str, ...]
-    new_tokens: int = 0
-    text: str = ""  # for servers that stream text instead of ids
-    finish_reason: str | None = None
-    first_token_at: float | None = None
-    finished_at: float | None = None
-    stop_ids: frozenset[int] = field(default_factory=frozenset)
+class TextRow(BatchRow):
+    """One request inside a token engine's batch."""
 
-    def finish(self, reason: str) -> None:
-        if self.finish_reason is None:
-            self.finish_reason = reason
-            self.finished_at = time.monotonic()
+    text: str = ""  # for servers that stream text instead of ids
+    stop_ids: frozenset[int] = field(default_factory=frozenset)
 
     @property
     def output(self) -> str:
@@ -141,8 +129,6 @@ def _result(
     ended: float,
     batch_size: int,
 ) -> RowOutcome:
-    from bot.worker_types import row_result
-
     if outcome.error is not None:
         error = outcome.error
         if isinstance(error, UserFacingError):
