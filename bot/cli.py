@@ -11,24 +11,28 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.app.lifecycle import StopSignals
+from bot.app.logs import configure_logging
+from bot.app.settings import Settings
 from bot.errors import ConfigError, ModelLoadError, PlatformUnreachable
-from bot.lifecycle import StopSignals
-from bot.logs import configure_logging
-from bot.settings import Settings
 
 if TYPE_CHECKING:
-    from bot.bootstrap import App
+    from bot.app.bootstrap import App
 
 log = logging.getLogger("bot")
+# The platforms `run` serves, each a package exposing `async def serve(app) -> None`; imported
+# only when configured, so a bot without Discord never loads discord.py.
+PLATFORMS = {"discord": "adapters.discord", "slack": "adapters.slack"}
 CONSOLE_END_BOUND_S = 5.0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "persona":  # prepare corpora and train LoRA personas
+        from bot.app.engines import load_options
         from persona.cli import main as persona_main
 
-        return persona_main(argv[1:])
+        return persona_main(argv[1:], load_options(Settings()))
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("console", help="chat with the bot in this terminal")
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "models":
-        from bot.registry import format_catalogue
+        from bot.models.catalogue import format_catalogue
 
         print(format_catalogue())
         return 0
@@ -80,11 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         token = settings.hf_token.get_secret_value() if settings.hf_token else None
         return convert(args, settings.model_cache_dir, settings.prompt_format, token)
     if args.command == "bench":
-        from bot.bench import SHAPES, run_benchmark
+        from bot.bench.channels import SHAPES, run_benchmark
 
         counts = tuple(int(c) for c in args.channels.split(","))
         if args.engine:
-            from bot.engines.bench import run_engine_benchmark
+            from bot.bench.engines import run_engine_benchmark
 
             engines = [e.strip() for e in args.engine.split(",") if e.strip()]
             print(
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         code = asyncio.run(serve(settings))
     except KeyboardInterrupt:  # Ctrl-C while the model was still loading
         code = 130
-    from adapters.console import READER_THREAD
+    from adapters.console.terminal import READER_THREAD
 
     if any(t.name == READER_THREAD and t.is_alive() for t in threading.enumerate()):
         # A thread blocked reading stdin cannot be interrupted, and the interpreter may abort
@@ -119,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _console(settings: Settings) -> int:
-    from adapters.console import DEMO_BANNER, ConsoleAdapter
-    from bot.bootstrap import bootstrap
+    from adapters.console.terminal import DEMO_BANNER, ConsoleAdapter
+    from bot.app.bootstrap import bootstrap
 
     app = bootstrap(settings, platforms=[])
     signals: StopSignals | None = None
@@ -155,7 +159,7 @@ async def _platforms(settings: Settings) -> int:
     """Serve every configured platform until one stops or the process is interrupted."""
     import importlib
 
-    from bot.bootstrap import bootstrap
+    from bot.app.bootstrap import bootstrap
 
     app = bootstrap(settings)
     signals: StopSignals | None = None
@@ -172,8 +176,7 @@ async def _platforms(settings: Settings) -> int:
         signals.install()
         servers = []
         for platform in settings.configured_platforms():
-            # Each adapter module exposes `async def serve(app) -> None`.
-            module = importlib.import_module(f"adapters.{platform}_adapter")
+            module = importlib.import_module(PLATFORMS[platform])
             servers.append(asyncio.create_task(module.serve(app), name=platform))
         log.info("serving %s", ", ".join(settings.configured_platforms()))
         try:

@@ -43,6 +43,10 @@ class ModelLoadError(UserFacingError):
     """A model could not be loaded. `user_message` says what to change."""
 
 
+class AdapterMismatch(UserFacingError):
+    """A persona's LoRA adapter cannot be used with the model (or engine) serving now."""
+
+
 class GenerationFailed(UserFacingError):
     """Generation failed for this request; the worker keeps serving."""
 

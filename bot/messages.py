@@ -1,4 +1,6 @@
-"""The plain values that cross the boundary between chat platforms and the bot."""
+"""The plain values that cross the boundary between chat platforms and the bot, and the port
+the platforms talk to (`MessageHandler`). Adapters know this module and the command table,
+nothing else of the bot; storage keys conversations by `ConversationKey`."""
 
 from __future__ import annotations
 
@@ -78,3 +80,11 @@ class NullSink:
 
     async def finish(self, text: str) -> None:
         self.text = text
+
+
+class MessageHandler(Protocol):
+    """What a platform hands each message to (the conversation manager)."""
+
+    async def handle(self, message: IncomingMessage, sink: ReplySink) -> None:
+        """Answer `message` through `sink`; never raises."""
+        ...

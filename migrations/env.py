@@ -7,7 +7,7 @@ import os
 
 from alembic import context
 
-from bot.storage.models import Base
+from bot.storage.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

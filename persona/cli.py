@@ -1,6 +1,7 @@
 """`python -m bot persona prepare nucc PATH... -o pairs.jsonl` and `python -m bot persona train`.
 
-`main(argv)` takes the arguments after `persona`. Statistics and progress go to stderr, errors
+`main(argv, defaults)` takes the arguments after `persona` and the bot's load options (from its
+settings: DEVICE, DTYPE, MODEL_CACHE_DIR, HF_TOKEN, PROMPT_FORMAT), which flags override. Statistics and progress go to stderr, errors
 are one line starting with `error:`; the exit status is 0 on success, 1 when nothing usable came
 out, 2 for a mistake in the command or its input, 130 when interrupted.
 """
@@ -12,7 +13,10 @@ import logging
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
+
+from bot.engines.contract import LoadOptions
 
 NUCC_LICENCE_WARNING = (
     "note: NUCC is licensed CC BY-NC-ND 4.0 (research and education only). Keep the pairs file "
@@ -157,12 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], defaults: LoadOptions | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "prepare":
             return prepare_nucc(args)
-        return train(args)
+        return train(args, defaults or LoadOptions())
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -205,22 +209,18 @@ def prepare_nucc(args: argparse.Namespace) -> int:
     return 0
 
 
-def train(args: argparse.Namespace) -> int:
+def train(args: argparse.Namespace, defaults: LoadOptions) -> int:
     from bot.errors import ModelLoadError
-    from bot.model_loader import LoadOptions
-    from bot.settings import Settings
     from persona.training import TrainConfig, TrainingError
     from persona.training import train as run_training
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    settings = Settings()
-    token = settings.hf_token.get_secret_value() if settings.hf_token else None
-    load = LoadOptions(
-        device=args.device or settings.device,
-        dtype=args.dtype or settings.dtype,
-        cache_dir=args.model_cache_dir or settings.model_cache_dir,
-        hf_token=token,
-        prompt_format=settings.prompt_format,  # the bot's setting, so training matches serving
+    # The bot's own load options (PROMPT_FORMAT included, so training matches serving).
+    load = replace(
+        defaults,
+        device=args.device or defaults.device,
+        dtype=args.dtype or defaults.dtype,
+        cache_dir=args.model_cache_dir or defaults.cache_dir,
     )
     targets = [t.strip() for t in args.target_modules.split(",")] if args.target_modules else None
     config = TrainConfig(

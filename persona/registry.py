@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import UnknownName, shorten
-from bot.sampling import validate_overrides
+from bot.models.sampling import validate_overrides
 
 log = logging.getLogger(__name__)
 

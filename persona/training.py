@@ -6,7 +6,7 @@ through bitsandbytes on a GPU when asked. The loop is plain torch: the loss coun
 tokens, held-out loss is measured before, during and after training, and the adapter is saved
 every `save_every` steps and at the end.
 
-Prompts are rendered with the bot's own prompt formats (`bot.prompt_format`), including its
+Prompts are rendered with the bot's own prompt formats (`bot.models.prompt_formats`), including its
 `neutralise`, so the adapter sees in training exactly the text it will see when serving.
 
 Data: JSON lines, either the shape `persona.nucc` writes
@@ -41,9 +41,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.model_loader import LoadOptions
-from bot.prompt_format import PERSONA_FORMATS, PromptFormat, Turn, neutralise
-from bot.tokenizer import Tokenizer
+from bot.engines.contract import LoadOptions
+from bot.models.prompt_formats import PERSONA_FORMATS, PromptFormat, Turn, neutralise
+from bot.models.tokenizers import Tokenizer
 
 TEMPLATES = ("rinna", "line", "instruct")
 QUANTIZE = ("none", "8bit", "4bit")
@@ -344,7 +344,7 @@ def serving_template(fmt: PromptFormat) -> str:
 def load_base(config: TrainConfig) -> _Base:
     """The base model through the bot's own loader (demo, folders and hub ids alike), 8-bit or
     4-bit on the GPU when asked (`check_quantize` has already refused what cannot work)."""
-    from bot.model_loader import load_model
+    from bot.engines.transformers.loader import load_model
 
     loaded = load_model(config.base, replace(config.load, quantization=config.quantize))
     if not loaded.supports_lora:
@@ -631,7 +631,7 @@ def _skips(stats: DataStats) -> str:
 
 def _base_reference(spec: str) -> str:
     """What the adapter records as its base: the name the user gave, a folder made absolute."""
-    from bot.demo_model import DEMO_NAME
+    from bot.models.demo import DEMO_NAME
 
     spec = spec.strip()
     path = Path(spec).expanduser()

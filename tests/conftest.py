@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from bot.bootstrap import App, bootstrap
-from bot.demo_model import ensure_demo_model
+from bot.app.bootstrap import App, bootstrap
+from bot.app.settings import Settings
 from bot.messages import ConversationKey, IncomingMessage
-from bot.settings import Settings
+from bot.models.demo import ensure_demo_model
 from tests.fakes import demo_loader, scripted_loader
 from tests.postgres_server import PostgresServer, find_bin_dir
 

@@ -188,7 +188,7 @@ def build_served_demo(cache: Path, folder: Path) -> Path:
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    from bot.demo_model import ensure_demo_model
+    from bot.models.demo import ensure_demo_model
 
     demo = ensure_demo_model(cache)
     if (folder / "model.safetensors").exists():
@@ -274,8 +274,8 @@ def gguf_model(served_demo: Path, engine_cache: Path) -> str:
     """The served demo converted to q8_0 in `engine_cache`; ENGINE=llamacpp finds the file by
     the model's name (the folder's path) with MODEL_CACHE_DIR=engine_cache."""
     require_module("llama_cpp")
+    from bot.engines.contract import LoadOptions
     from bot.engines.llamacpp.convert import convert
-    from bot.model_loader import LoadOptions
 
     convert(str(served_demo), "q8_0", LoadOptions(cache_dir=engine_cache))
     return str(served_demo)

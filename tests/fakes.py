@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from bot.model_loader import LoadedModel, LoadOptions, load_model
+from bot.engines.contract import LoadedModel, LoadOptions
+from bot.engines.transformers.loader import load_model
 
 
 class ScriptedModel:

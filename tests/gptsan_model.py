@@ -13,7 +13,7 @@ import collections
 import json
 from pathlib import Path
 
-from bot.demo_model import demo_corpus_lines
+from bot.models.demo import demo_corpus_lines
 
 SPECIALS = ["<|bagoftoken|>", "<|separator|>", "<|startoftext|>", "<|nottoken|>",
             "<|segmenter|>", "<|endoftext|>"]  # fmt: skip

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.demo_model import demo_corpus_lines
+from bot.models.demo import demo_corpus_lines
 
 # Small enough to build and run in well under a second; ~0.2-0.3M parameters with these vocabs.
 HIDDEN, LAYERS, HEADS, CONTEXT = 64, 2, 4, 1024

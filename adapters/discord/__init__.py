@@ -7,6 +7,9 @@
 - `commands`: the `/chat` slash commands
 - `chat_channels`: the channels where every message is answered
 - `client`: the `discord.Client` that ties them together
-
-`adapters.discord_adapter.serve(app)` is the entry point.
+- `run`: `serve(app)`, what `python -m bot run` starts when DISCORD_TOKEN is set
 """
+
+from adapters.discord.run import serve
+
+__all__ = ["serve"]

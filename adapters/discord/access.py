@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import discord
 
-from bot.settings import Settings
+from bot.app.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from adapters.discord.chat_channels import ChatChannels
 from adapters.discord.commands import ChatCommands, Refused
 from adapters.discord.sink import NO_MENTIONS, DiscordReplySink
 from adapters.discord.translate import channel_ids, reason_to_answer, to_incoming
-from bot.admin import AdminService
+from bot.app.settings import Settings
+from bot.chat.commands import AdminService
 from bot.errors import UserFacingError
-from bot.protocols import MessageHandler
-from bot.settings import Settings
+from bot.messages import MessageHandler
 
 log = logging.getLogger(__name__)
 

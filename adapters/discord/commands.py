@@ -11,7 +11,7 @@ from discord import app_commands
 
 from adapters.discord.sink import NO_MENTIONS
 from adapters.discord.translate import channel_ids, conversation_key
-from bot.admin import RESET_ADMIN_ONLY
+from bot.chat.commands import RESET_ADMIN_ONLY
 from bot.messages import ConversationKey, repair_text
 
 if TYPE_CHECKING:

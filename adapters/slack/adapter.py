@@ -28,10 +28,10 @@ from adapters.slack.directory import JoinedThreads, UserDirectory
 from adapters.slack.events import PLATFORM, RecentKeys, SlackMessage, read_event, to_incoming
 from adapters.slack.sink import SlackReplySink
 from adapters.slack.text import TEXT_LIMIT_BYTES, escape_mrkdwn, mentioned_user_ids
-from bot.bootstrap import App
+from bot.app.bootstrap import App
 from bot.errors import ConfigError
 from bot.messages import ConversationKey, IncomingMessage
-from bot.storage.claims import RENEW_EVERY, EventClaims
+from bot.storage.claims import RENEW_EVERY
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class SlackAdapter:
         )
         self.identity = BotIdentity("", "", "")
         self._recent = RecentKeys()
-        self._claims = EventClaims(app.engine)  # other bot processes on the same database
+        self._claims = app.claims  # other bot processes on the same database
         self._tasks: set[asyncio.Task[None]] = set()
         self._replying: dict[ConversationKey, int] = {}
         self._socket: AsyncSocketModeHandler | None = None

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bot.admin import AdminService, first_word
+from bot.chat.commands import AdminService, first_word
 from bot.errors import NotPermitted, UserFacingError, shorten
 from bot.messages import ConversationKey, repair_text
 

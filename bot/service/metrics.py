@@ -11,9 +11,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from bot.engines.contract import GenerationResult, LoadedModel
 from bot.errors import GenerationFailed, ModelLoadError, UserFacingError
-from bot.model_loader import LoadedModel
-from bot.worker_types import GenerationResult
 
 LATENCY_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60, 120, 300)
 FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 60)
@@ -44,7 +43,7 @@ def gpu_allocated_bytes() -> float:
 
 
 class BotMetrics:
-    """Implements `bot.observe.ReplyObserver`, and holds the gauges the HTTP port refreshes
+    """Implements `bot.chat.ports.ReplyObserver`, and holds the gauges the HTTP port refreshes
     at each scrape."""
 
     def __init__(self) -> None:
@@ -191,7 +190,10 @@ class BotMetrics:
                 raise
             self.model_load_seconds.set(time.monotonic() - started)
             self.model_info.clear()
-            self.model_info.labels(model.name, model.device, model.dtype, model.quantization).set(1)
+            unknown = "unknown"  # an engine that does not know (a server): said so, not faked
+            self.model_info.labels(
+                model.name, model.device or unknown, model.dtype or unknown, model.quantization
+            ).set(1)
             return model
 
         return load

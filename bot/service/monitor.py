@@ -19,10 +19,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 
+from bot.chat.replies import Replies
 from bot.errors import ConfigError
-from bot.lifecycle import Replies
 from bot.service.metrics import BotMetrics
-from bot.worker import ModelWorker
+from bot.serving.worker import ModelWorker
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class Monitor:
         self,
         *,
         metrics: BotMetrics,
-        engine: Engine,
+        database: Engine,
         worker: ModelWorker,
         platforms: list[str],
         replies: Replies,
@@ -74,7 +74,7 @@ class Monitor:
         port: int | None = None,
     ) -> None:
         self.metrics = metrics
-        self.engine = engine
+        self.database = database
         self.worker = worker
         self.expected = list(platforms)
         self.replies = replies
@@ -106,7 +106,7 @@ class Monitor:
 
     async def database_reachable(self) -> bool:
         def ping() -> None:
-            with self.engine.connect() as connection:
+            with self.database.connect() as connection:
                 connection.execute(text("SELECT 1"))
 
         try:

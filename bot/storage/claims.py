@@ -9,7 +9,7 @@ from sqlalchemy import Engine, delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
-from bot.storage.models import ClaimedEvent, utcnow
+from bot.storage.tables import ClaimedEvent, utcnow
 
 # A claim not renewed or done within its lease belongs to a process that died: the next
 # delivery of the event (Slack retries after about 1 and 5 minutes) may claim it again. The

@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.messages import ConversationKey
-from bot.storage.models import (
+from bot.storage.tables import (
     BotState,
     Channel,
     Conversation,
@@ -39,9 +39,9 @@ class ChannelSettings:
 
 
 class Repository:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
+    def __init__(self, database: Engine) -> None:
+        self.database = database
+        self._sessions = sessionmaker(database, expire_on_commit=False)
 
     def _channel(self, session: Session, key: ConversationKey, *, create: bool) -> Channel | None:
         channel = session.scalar(

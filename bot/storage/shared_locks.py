@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
-from bot.locks import KeyedLocks
 from bot.messages import ConversationKey
 
 
@@ -31,30 +30,30 @@ def libpq_url(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-class DatabaseKeyedLocks(KeyedLocks):
+class AdvisoryLocks:
+    """A PostgreSQL advisory lock per conversation (the chat's `SharedLock`)."""
+
     def __init__(self, conninfo: str) -> None:
-        super().__init__()
         self._conninfo = conninfo
 
     @asynccontextmanager
     async def hold(self, key: ConversationKey) -> AsyncIterator[None]:
         import psycopg
 
-        async with super().hold(key):
-            connection = await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, application_name="nihongo-chat-bot lock"
-            )
-            try:
-                # Blocks (without a thread: psycopg's async connection) until the other
-                # process's turn is stored; cancelling closes the connection, dropping the wait.
-                await connection.execute("SELECT pg_advisory_lock(%s)", (lock_id(key),))
-                yield
-            finally:
-                await connection.close()  # ending the session releases the lock
+        connection = await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, application_name="nihongo-chat-bot lock"
+        )
+        try:
+            # Blocks (without a thread: psycopg's async connection) until the other
+            # process's turn is stored; cancelling closes the connection, dropping the wait.
+            await connection.execute("SELECT pg_advisory_lock(%s)", (lock_id(key),))
+            yield
+        finally:
+            await connection.close()  # ending the session releases the lock
 
 
-def conversation_locks(engine: Engine) -> KeyedLocks:
-    """In-process locks for SQLite (one process per file); shared ones for PostgreSQL."""
-    if engine.dialect.name == "postgresql":
-        return DatabaseKeyedLocks(libpq_url(engine.url))
-    return KeyedLocks()
+def shared_conversation_locks(database: Engine) -> AdvisoryLocks | None:
+    """Locks shared between processes for PostgreSQL; None for SQLite (one process a file)."""
+    if database.dialect.name == "postgresql":
+        return AdvisoryLocks(libpq_url(database.url))
+    return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bot.bench import BenchShape, run_benchmark
+from bot.bench.channels import BenchShape, run_benchmark
 
 TINY = BenchShape(layers=2, hidden=64, heads=4, vocab=2000)
 
@@ -24,7 +24,7 @@ async def test_the_benchmark_drives_bursts_and_reports_every_table(model_cache):
 
 
 def test_the_engine_benchmark_measures_each_engine_in_a_process_of_its_own(engine_cache):
-    from bot.engines.bench import run_engine_benchmark
+    from bot.bench.engines import run_engine_benchmark
     from tests.engine_support import require_module
 
     require_module("llama_cpp")

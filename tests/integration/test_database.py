@@ -125,7 +125,7 @@ def test_two_processes_creating_one_channel_at_once_share_it(postgres):
     for thread in threads:
         thread.join(30)
     assert errors == []
-    with repositories[0].engine.connect() as connection:
+    with repositories[0].database.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM channels")).scalar() == 1
         assert connection.execute(text("SELECT count(*) FROM messages")).scalar() == 6
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from bot.chat.postprocess import FALLBACK_REPLY
+from bot.engines.contract import LoadOptions
 from bot.engines.openai.engine import SERVER_DOWN_REPLY, SERVER_LOST_REPLY
-from bot.model_loader import LoadOptions
-from bot.postprocess import FALLBACK_REPLY
 from tests.conftest import message
 from tests.engine_support import (
     VllmServer,

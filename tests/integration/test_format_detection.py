@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from bot.demo_model import METADATA_FILE, ensure_demo_model
-from bot.model_identity import card_identity
-from bot.model_loader import LoadOptions, load_model
-from bot.registry import find_entry
+from bot.engines.contract import LoadOptions
+from bot.engines.transformers.loader import load_model
+from bot.models.catalogue import find_entry
+from bot.models.demo import ensure_demo_model
+from bot.models.files import METADATA_FILE
+from bot.models.identity import card_identity
 from tests.integration.test_pipeline import ask
 
 PPO = "rinna/japanese-gpt-neox-3.6b-instruction-ppo"
@@ -110,7 +112,7 @@ def test_a_local_dir_download_named_rinna_3_6b_is_served_as_the_ppo_model(
 ) -> None:
     folder = local_dir_download(tmp_path, model_cache)
     assert (folder / ".cache/huggingface/download/README.md.metadata").is_file()
-    with caplog.at_level(logging.INFO, logger="bot.model_loader"):
+    with caplog.at_level(logging.INFO, logger="bot.engines.transformers.loader"):
         loaded = load(folder, model_cache)
     assert loaded.prompt_format.name == "rinna"
     assert loaded.prompt_format.newline == "<NL>"

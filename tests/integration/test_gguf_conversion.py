@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot.engines.contract import LoadOptions
 from bot.engines.llamacpp import convert as convert_module
 from bot.engines.llamacpp.convert import ConversionError, convert, gguf_path, write_f16_gguf
-from bot.model_loader import LoadOptions
-from bot.tokenizer import load_tokenizer
+from bot.models.tokenizers import load_tokenizer
 from tests.engine_support import require_module
 from tests.model_families import FamilyFolders
 

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.bootstrap import bootstrap
-from bot.lora import AdapterMismatch, check_adapter
-from bot.model_loader import LoadOptions, load_model
+from bot.app.bootstrap import bootstrap
+from bot.chat.prompt import build_prompt
+from bot.engines.contract import LoadOptions
+from bot.engines.transformers.loader import load_model
+from bot.engines.transformers.lora import check_adapter
+from bot.errors import AdapterMismatch
 from bot.models.gptsan.tokenizer import GPTSanTokenizer
-from bot.prompt_format import GPTSAN, Turn, build_prompt
+from bot.models.prompt_formats import GPTSAN, Turn
 from tests.gptsan_model import build_gptsan_folder
 from tests.integration.test_batching import ask_held
 from tests.integration.test_console import run_console
@@ -105,9 +108,9 @@ def test_lora_personas_are_refused_clearly(tmp_path, gptsan_folder):
 
 def test_the_catalogue_entry_loads_with_its_context_and_defaults(monkeypatch, gptsan_folder):
     """`MODEL=gptsan` resolves to the hub id; here the hub id's snapshot is the tiny folder."""
-    import bot.model_loader as model_loader
+    import bot.models.hub as hub
 
-    monkeypatch.setattr(model_loader, "_download", lambda repo_id, options: gptsan_folder)
+    monkeypatch.setattr(hub, "_download", lambda repo_id, hf_token: gptsan_folder)
     loaded = load_model("gptsan", LoadOptions(device="cpu", dtype="fp32"))
     assert loaded.context_length == 1280
     assert loaded.prompt_format is GPTSAN

@@ -15,8 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from bot.engines.contract import LoadOptions
+from bot.engines.transformers.loader import load_model
 from bot.errors import ModelLoadError
-from bot.model_loader import LoadOptions, load_model
 from bot.models.gptsan.loading import load_gptsan
 from bot.models.gptsan.modeling import prefix_types
 

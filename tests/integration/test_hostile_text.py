@@ -22,15 +22,16 @@ from adapters.discord.translate import to_incoming as discord_to_incoming
 from adapters.slack.commands import parse as slack_parse
 from adapters.slack.events import read_event
 from adapters.slack.events import to_incoming as slack_to_incoming
-from bot.demo_model import ensure_demo_model
+from bot.chat.postprocess import clean_reply
+from bot.chat.prompt import build_prompt
+from bot.errors import GENERIC_FAILURE_REPLY
+from bot.models.demo import ensure_demo_model
 from bot.models.gptsan.loading import is_gptsan_folder
 from bot.models.gptsan.loading import load_tokenizer as load_gptsan_tokenizer
 from bot.models.gptsan.tokenizer import GPTSanTokenizer
-from bot.postprocess import clean_reply
-from bot.prompt_format import FORMATS, Turn, build_prompt
-from bot.tokenizer import SentencePieceTokenizer, Tokenizer
-from bot.tokenizer import load_tokenizer as load_sentencepiece_or_hf
-from bot.worker import GENERIC_FAILURE_REPLY
+from bot.models.prompt_formats import FORMATS, Turn
+from bot.models.tokenizers import SentencePieceTokenizer, Tokenizer
+from bot.models.tokenizers import load_tokenizer as load_sentencepiece_or_hf
 from tests.conftest import message
 from tests.gptsan_model import build_gptsan_folder
 from tests.integration.test_pipeline import ask

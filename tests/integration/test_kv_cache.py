@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot.bench import bare_generate
+from bot.bench.channels import bare_generate
 from tests.integration.test_pipeline import ask
 
 

@@ -16,11 +16,16 @@ import pytest
 import sentencepiece as spm
 from tokenizers import Tokenizer as ReferenceTokenizer
 
-from bot.bootstrap import bootstrap
-from bot.postprocess import FALLBACK_REPLY
-from bot.prompt_format import FORMATS, Turn
-from bot.registry import find_entry
-from bot.tokenizer import HFTokenizer, IncrementalDecoder, SentencePieceTokenizer, load_tokenizer
+from bot.app.bootstrap import bootstrap
+from bot.chat.postprocess import FALLBACK_REPLY
+from bot.models.catalogue import find_entry
+from bot.models.prompt_formats import FORMATS, Turn
+from bot.models.tokenizers import (
+    HFTokenizer,
+    IncrementalDecoder,
+    SentencePieceTokenizer,
+    load_tokenizer,
+)
 from tests.conftest import message
 from tests.integration.test_batching import QUESTIONS, ask_held
 from tests.integration.test_pipeline import ask
@@ -207,7 +212,7 @@ def test_rinna_gpt2_lower_cases_its_input(family_folders):
 def test_lower_casing_keeps_markup_that_is_one_piece(model_cache):
     """Special pieces such as rinna's `<NL>` are kept as written, as transformers 4 kept special
     tokens; other text in angle brackets is lower-cased like the rest."""
-    from bot.demo_model import ensure_demo_model
+    from bot.models.demo import ensure_demo_model
 
     folder = ensure_demo_model(model_cache)
     tokenizer = SentencePieceTokenizer(folder / "spiece.model", lower_case=True)

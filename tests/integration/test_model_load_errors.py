@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.bootstrap import bootstrap
-from bot.errors import ModelLoadError
-from bot.model_loader import LoadOptions, load_model
-from bot.worker import GENERIC_FAILURE_REPLY
+from bot.app.bootstrap import bootstrap
+from bot.engines.contract import LoadOptions
+from bot.engines.transformers.loader import load_model
+from bot.errors import GENERIC_FAILURE_REPLY, ModelLoadError
 from tests.integration.test_pipeline import ask
 
 

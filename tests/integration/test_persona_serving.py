@@ -8,7 +8,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM
 
-from bot.demo_model import ensure_demo_model
+from bot.models.demo import ensure_demo_model
 from tests.integration.test_batching import QUESTIONS, ask_held
 from tests.integration.test_pipeline import ask
 
@@ -100,7 +100,7 @@ async def test_adapters_change_replies_per_channel_without_reloading_the_base(
     assert len({plain, alpha, beta}) == 3  # each adapter changes the greedy reply
     assert again == plain  # the base model is untouched for channels without a persona
     assert app.worker.current is base_model
-    assert app.worker.adapters.loaded == ["alpha", "beta"]
+    assert app.worker.engine.adapters.loaded == ["alpha", "beta"]
 
 
 async def test_mixed_persona_batches_match_single_runs(make_app, persona_dir):
@@ -132,7 +132,7 @@ async def test_a_small_adapter_cache_still_serves_every_persona(make_app, person
             ]
         )
     assert replies[0] == replies[1]
-    assert len(app.worker.adapters.loaded) == 1
+    assert len(app.worker.engine.adapters.loaded) == 1
 
 
 @pytest.mark.parametrize(
@@ -149,7 +149,7 @@ async def test_a_mismatched_adapter_is_refused_and_never_half_loaded(
     before = (await ask(app, "こんにちは", channel="x")).final
     refused = await ask(app, f"/persona {persona}", channel="c", admin=True)
     assert fragment in refused.final
-    assert app.worker.adapters.loaded == []
+    assert app.worker.engine.adapters.loaded == []
     assert type(app.worker.current.model).__name__ == "GPTNeoXForCausalLM"  # not wrapped
     assert (await ask(app, "こんにちは", channel="y")).final == before
     status = await ask(app, "/status", channel="c")
@@ -179,7 +179,7 @@ async def test_personas_keep_working_after_a_model_swap(make_app, persona_dir):
     await ask(app, "/model demo", admin=True)  # a new model object, no adapters in it
     after_swap = (await ask(app, QUESTIONS[0], channel="c", thread="2")).final
     assert after_swap == before
-    assert app.worker.adapters.loaded == ["alpha"]
+    assert app.worker.engine.adapters.loaded == ["alpha"]
     from peft import PeftModel
 
     assert isinstance(app.worker.current.model, PeftModel)

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 import torch
 
-from bot.model_loader import LoadOptions, load_model
-from bot.prompt_format import RINNA, Turn
+from bot.cli import main as bot_main
+from bot.engines.contract import LoadOptions
+from bot.engines.transformers.loader import load_model
+from bot.models.prompt_formats import RINNA, Turn
 from persona.cli import main
 from persona.registry import parse_persona
 from persona.training import (
@@ -239,7 +241,7 @@ def test_the_auto_template_is_the_format_the_bot_serves(
         "--persona-dir", str(tmp_path / "personas"), "--model-cache-dir", str(model_cache),
         "--device", "cpu", "--dtype", "fp32", "--max-steps", "1", "--eval-fraction", "0",
     ]  # fmt: skip
-    assert main(argv) == 0
+    assert bot_main(["persona", *argv]) == 0  # as users run it: the settings come from the bot
     file = tmp_path / "personas" / "liner.toml"
     persona = parse_persona(tomllib.loads(file.read_text(encoding="utf-8")), str(file))
     options = LoadOptions(device="cpu", dtype="fp32", cache_dir=model_cache, prompt_format="line")

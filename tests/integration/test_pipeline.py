@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from bot.chat.postprocess import FALLBACK_REPLY
 from bot.messages import NullSink
-from bot.postprocess import FALLBACK_REPLY
 from tests.conftest import message
 
 RUN_ON_BOTH_DATABASES = True
@@ -256,7 +256,7 @@ async def test_null_sink_collects_the_final_text(make_app):
 
 
 async def test_the_admins_model_choice_survives_a_restart(make_app, model_cache):
-    from bot.demo_model import ensure_demo_model
+    from bot.models.demo import ensure_demo_model
 
     folder = str(ensure_demo_model(model_cache))
     first = await make_app()
@@ -315,8 +315,9 @@ async def test_running_out_of_memory_while_moving_to_the_device_is_a_clear_load_
     import torch
     from transformers import GPTNeoXForCausalLM
 
+    from bot.engines.contract import LoadOptions
+    from bot.engines.transformers.loader import load_model
     from bot.errors import ModelLoadError
-    from bot.model_loader import LoadOptions, load_model
 
     def out_of_memory(self, *args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 7.20 GiB")

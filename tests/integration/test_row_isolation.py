@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from bot.tokenizer import IncrementalDecoder
-from bot.worker import GENERIC_FAILURE_REPLY, OUT_OF_MEMORY_REPLY
+from bot.errors import GENERIC_FAILURE_REPLY, OUT_OF_MEMORY_REPLY
+from bot.models.tokenizers import IncrementalDecoder
 from tests.integration.test_batching import ask_held
 from tests.integration.test_pipeline import ask
 
@@ -102,7 +102,7 @@ async def test_a_row_whose_decoding_fails_is_answered_alone_with_the_apology(
         made.append((BrokenDecoder if len(made) == POISONED else IncrementalDecoder)(tokenizer))
         return made[-1]
 
-    monkeypatch.setattr("bot.batch_generation.IncrementalDecoder", decoder)
+    monkeypatch.setattr("bot.engines.transformers.batch.IncrementalDecoder", decoder)
     sinks = await ask_batch(app)
 
     finals = [s.final for s in sinks]

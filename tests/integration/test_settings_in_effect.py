@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from bot.effective_settings import max_reply_tokens
+from bot.chat.effective_settings import max_reply_tokens
 from tests.conftest import message
 from tests.integration.test_pipeline import ask, stored_texts
 

@@ -1,11 +1,11 @@
-"""The graceful stop inside the app (bot/lifecycle.py, App.stop_replies): new messages are turned
+"""The graceful stop inside the app (bot/app/lifecycle.py, App.stop_replies): new messages are turned
 away, a reply in progress gets the grace, then is stopped with a note and stored."""
 
 from __future__ import annotations
 
 import asyncio
 
-from bot.lifecycle import SHUTDOWN_NOTE, SHUTTING_DOWN_REPLY
+from bot.chat.replies import SHUTDOWN_NOTE, SHUTTING_DOWN_REPLY
 from bot.messages import NullSink
 from tests.conftest import message
 

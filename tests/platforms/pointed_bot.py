@@ -23,10 +23,10 @@ def point_clients() -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = gateway
     slack_url = os.environ.get("FAKE_SLACK_URL")
     if slack_url:
-        import adapters.slack_adapter
+        import adapters.slack.run
 
-        adapters.slack_adapter.SlackAdapter = functools.partial(  # type: ignore[misc]
-            adapters.slack_adapter.SlackAdapter, api_base_url=slack_url
+        adapters.slack.run.SlackAdapter = functools.partial(  # type: ignore[misc]
+            adapters.slack.run.SlackAdapter, api_base_url=slack_url
         )
 
 

@@ -28,7 +28,7 @@ import aiohttp
 from aiohttp import web
 
 from adapters.slack.adapter import SlackAdapter
-from bot.bootstrap import App
+from bot.app.bootstrap import App
 
 TEAM = "T0TEAM"
 BOT_USER = "UBOT"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.lifecycle import SHUTDOWN_NOTE
+from bot.chat.replies import SHUTDOWN_NOTE
 from tests.platforms.discord_fake_server import ALICE, BOT_ID, CHANNEL_ID, GUILD_ID, FakeDiscord
 from tests.platforms.discord_fake_server import message as discord_message
 

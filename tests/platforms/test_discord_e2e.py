@@ -18,12 +18,12 @@ import pytest
 import yarl
 
 from adapters.discord.commands import NO_CONTENT_INTENT_NOTE, NOT_ADMIN, NOT_HERE
+from adapters.discord.run import create_bot, serve
 from adapters.discord.split import split_reply
-from adapters.discord_adapter import create_bot, serve
-from bot import registry
-from bot.admin import RESET_ADMIN_ONLY
-from bot.bootstrap import App
+from bot.app.bootstrap import App
+from bot.chat.commands import RESET_ADMIN_ONLY
 from bot.messages import ConversationKey, IncomingMessage, ReplySink
+from bot.models import catalogue
 from tests.platforms.discord_fake_server import (
     ADMIN_ROLE_ID,
     ALICE,
@@ -501,10 +501,10 @@ async def test_autocomplete_offers_personas_and_models(start_bot, fake) -> None:
     assert [c["value"] for c in typed["data"]["choices"]] == ["friendly"]
     (models,) = await bot.command(interaction(BOB, "model", {"name": ""}, focused="name"))
     offered = [c["value"] for c in models["data"]["choices"]]
-    assert offered == registry.model_names()[: len(offered)] and offered[0] == "demo"
+    assert offered == catalogue.model_names()[: len(offered)] and offered[0] == "demo"
     (typed,) = await bot.command(interaction(BOB, "model", {"name": "ppo"}, focused="name"))
     assert [c["value"] for c in typed["data"]["choices"]] == [
-        name for name in registry.model_names() if "ppo" in name
+        name for name in catalogue.model_names() if "ppo" in name
     ]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-import adapters.slack_adapter as slack_adapter
+import adapters.slack.run as slack_adapter
 from adapters.slack.adapter import SlackAdapter, SlackConfigError
 from adapters.slack.commands import REFUSAL
 from bot.messages import ConversationKey

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from adapters.slack.adapter import APOLOGY
-from bot.lifecycle import SHUTTING_DOWN_REPLY
+from bot.chat.replies import SHUTTING_DOWN_REPLY
 from bot.messages import ConversationKey
 from tests.platforms.slack_fake_server import (
     ROOT,
@@ -220,7 +220,7 @@ async def test_while_shutting_down_a_mention_is_turned_away_without_claiming_it(
 
     [post] = await replied(fake, adapter)
     assert fake.message_text(post.args["ts"]) == SHUTTING_DOWN_REPLY
-    with app.engine.connect() as connection:
+    with app.database.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM claimed_events")).scalar() == 0
     assert app.scripted.prompts == []
 
@@ -229,7 +229,7 @@ async def test_an_answered_event_is_marked_done_so_no_retry_claims_it_again(slac
     app, adapter = await slack_app(["一度だけ。"])
     await deliver(fake, mention("こんにちは", ts=ROOT))
     await replied(fake, adapter)
-    with app.engine.connect() as connection:
+    with app.database.connect() as connection:
         [(key, done_at)] = connection.execute(text("SELECT key, done_at FROM claimed_events")).all()
     assert key == f"slack:{TEAM}:message:{CHANNEL}:{ROOT}"
     assert done_at is not None

@@ -14,8 +14,8 @@ import pytest
 import yarl
 from pydantic import ValidationError
 
-from adapters.discord_adapter import ShardedChatBot, create_bot
-from bot.settings import Settings
+from adapters.discord.run import ShardedChatBot, create_bot
+from bot.app.settings import Settings
 from tests.platforms.discord_fake_server import ALICE, BOT_ID, CHANNEL_ID, GUILD_ID, FakeDiscord
 from tests.platforms.discord_fake_server import message as discord_message
 

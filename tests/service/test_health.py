@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.lifecycle import SHUTTING_DOWN_REPLY
+from bot.chat.replies import SHUTTING_DOWN_REPLY
 from bot.messages import NullSink
 from tests.conftest import message
 from tests.platforms.slack_fake_server import FakeSlack, fake_slack, mention

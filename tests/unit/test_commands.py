@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.admin import AdminService, first_word, parse_command
+from bot.chat.commands import AdminService, first_word, parse_command
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.effective_settings import MODEL_SOURCE, effective_sampling, max_reply_tokens
-from bot.sampling import SamplingParams
+from bot.chat.effective_settings import MODEL_SOURCE, effective_sampling, max_reply_tokens
+from bot.models.sampling import SamplingParams
 
 DEFAULTS = SamplingParams(temperature=0.7, repetition_penalty=1.1)
 

@@ -1,5 +1,5 @@
 """The numpy sampler that llama.cpp rows use keeps exactly the tokens transformers' processors
-keep (bot.row_sampling.PerRowSampling is checked against them in test_row_sampling.py)."""
+keep (bot.engines.transformers.per_row.PerRowSampling is checked against them in test_row_sampling.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from bot.engines.sampling import adjust_logits, banned_ngram_tokens, sample_token
-from bot.row_sampling import PerRowSampling
-from bot.sampling import SamplingParams
+from bot.engines.logits import adjust_logits, banned_ngram_tokens, sample_token
+from bot.engines.transformers.per_row import PerRowSampling
+from bot.models.sampling import SamplingParams
 from tests.unit.test_row_sampling import ROWS as SAMPLED_ROWS
 
 # The rows PerRowSampling is checked with, and a greedy one.

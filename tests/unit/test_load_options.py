@@ -7,14 +7,14 @@ import importlib.util
 import pytest
 import torch
 
-from bot.errors import ModelLoadError
-from bot.model_loader import (
+from bot.engines.transformers.loader import (
     LoadOptions,
     load_model,
     quantization_config,
     resolve_device,
     resolve_dtype,
 )
+from bot.errors import ModelLoadError
 
 
 def test_fp16_on_a_cpu_is_refused():

@@ -6,7 +6,7 @@ import io
 import logging
 import threading
 
-from bot.logs import HoldingHandler
+from bot.app.logs import HoldingHandler
 
 
 def test_records_held_during_a_reply_follow_it_in_order() -> None:

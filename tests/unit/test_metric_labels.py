@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bot.errors import InvalidMessage, NotPermitted, UnknownName, UserFacingError
-from bot.lora import AdapterMismatch
-from bot.rate_limit import RateLimited
+from bot.chat.rate_limit import RateLimited
+from bot.errors import AdapterMismatch, InvalidMessage, NotPermitted, UnknownName, UserFacingError
 from bot.service.metrics import reason
-from bot.worker import Busy
+from bot.serving.worker import Busy
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from bot.postprocess import (
+from bot.chat.postprocess import (
     FALLBACK_REPLY,
     clean_partial,
     clean_reply,
     collapse_repetition,
     trim_to_sentence,
 )
-from bot.prompt_format import LINE, RINNA
+from bot.models.prompt_formats import LINE, RINNA
 from tests.model_families import GPT_NEOX_JAPANESE_TAGS
 
 PPO_LOOP = "ご質問ありがとうございます。" * 12 + "ご質問ありがとう"

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from bot.prompt_format import (
+from bot.chat.prompt import build_prompt
+from bot.models.prompt_formats import (
     INSTRUCT,
     LINE,
     PLAIN,
     PLAIN_NL,
     RINNA,
     Turn,
-    build_prompt,
     clean_control_chars,
     detect_format,
     neutralise,

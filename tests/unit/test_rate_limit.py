@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.rate_limit import RateLimited, RateLimiter
+from bot.chat.rate_limit import RateLimited, RateLimiter
 
 
 class Clock:

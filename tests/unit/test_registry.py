@@ -7,8 +7,8 @@ import re
 import pytest
 
 from bot.cli import main
-from bot.prompt_format import detect_format
-from bot.registry import CATALOGUE, find_entry, format_catalogue, model_names
+from bot.models.catalogue import CATALOGUE, find_entry, format_catalogue, model_names
+from bot.models.prompt_formats import detect_format
 
 # Every model of the seed catalogue (the source articles' models).
 SEED_MODELS = {
@@ -144,8 +144,8 @@ def test_gptsan_is_offered_in_fp16_bf16_fp32_only():
 
 
 def test_the_listing_offers_every_prompt_format_the_settings_accept():
-    from bot.prompt_format import FORMATS
-    from bot.settings import Settings
+    from bot.app.settings import Settings
+    from bot.models.prompt_formats import FORMATS
 
     [footer] = [line for line in format_catalogue().splitlines() if "PROMPT_FORMAT=" in line]
     offered = footer.split("PROMPT_FORMAT=", 1)[1].split(")", 1)[0].split("|")

@@ -11,8 +11,8 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from bot.row_sampling import PerRowSampling
-from bot.sampling import SamplingParams
+from bot.engines.transformers.per_row import PerRowSampling
+from bot.models.sampling import SamplingParams
 
 ROWS = [
     SamplingParams(temperature=0.7, repetition_penalty=1.1),  # rinna card

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from bot.errors import InvalidMessage
-from bot.sampling import FORMAT_DEFAULTS, SamplingParams, validate_overrides
+from bot.models.sampling import FORMAT_DEFAULTS, SamplingParams, validate_overrides
 
 
 def test_card_defaults_per_format():

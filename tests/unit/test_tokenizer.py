@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import sentencepiece as spm
 
-from bot.demo_model import ensure_demo_model
-from bot.tokenizer import IncrementalDecoder, SentencePieceTokenizer, load_tokenizer
+from bot.models.demo import ensure_demo_model
+from bot.models.tokenizers import IncrementalDecoder, SentencePieceTokenizer, load_tokenizer
 
 PARITY_STRINGS = [
     "こんにちは",

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bot.engines.contract import LoadOptions
 from bot.engines.llamacpp.convert import QUANTS, convert
 from bot.errors import ModelLoadError
-from bot.model_loader import LoadOptions
 
 
 def add_parser(commands: Any) -> None:

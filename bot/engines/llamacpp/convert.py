@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from bot.engines.contract import LoadOptions
 from bot.errors import ModelLoadError
-from bot.model_loader import LoadOptions, resolve_folder
-from bot.tokenizer import SENTENCEPIECE_FILES
+from bot.models.hub import resolve_folder
+from bot.models.tokenizers import SENTENCEPIECE_FILES
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +251,7 @@ def _rope(config: dict[str, Any]) -> tuple[float, float]:
 
 
 def _special_ids(folder: Path, config: dict[str, Any]) -> dict[str, int | None]:
-    from bot.tokenizer import load_tokenizer
+    from bot.models.tokenizers import load_tokenizer
 
     tokenizer = load_tokenizer(folder)
     return {
@@ -354,7 +355,7 @@ def write_f16_gguf(
 
 def quantize(src: Path, dst: Path, quant: str) -> None:
     """q8_0 / q4_k_m from an f16 GGUF, with llama.cpp's own quantizer."""
-    from bot.engines import require_engine_package
+    from bot.engines.contract import require_engine_package
 
     llama_cpp = require_engine_package("llama_cpp", "pip install -e '.[llamacpp]'")
     # llama.cpp prints a line per tensor; the CLI's progress bar says enough.
@@ -382,7 +383,7 @@ def convert(
     `progress(total, _)` makes the per-tensor callback (the CLI's progress bar)."""
     if quant not in QUANTS:
         raise ConversionError(f"--quant は {', '.join(QUANTS)} のどれかにしてください。")
-    folder = resolve_folder(spec, options)
+    folder = resolve_folder(spec, options.cache_dir, options.hf_token)
     config = read_config(folder)
     check_convertible(config)  # refuse before any work
     target_dir = converted_folder(options.cache_dir, spec)
@@ -390,8 +391,8 @@ def convert(
     for name in _SIDE_FILES:
         if (folder / name).exists():
             shutil.copy2(folder / name, target_dir / name)
-    from bot.engines.facts import as_record, folder_facts
-    from bot.tokenizer import load_tokenizer
+    from bot.models.facts import as_record, folder_facts
+    from bot.models.tokenizers import load_tokenizer
 
     facts = folder_facts(spec, folder, load_tokenizer(folder), options.prompt_format)
     record = json.dumps(as_record(facts, spec), ensure_ascii=False, indent=2)

@@ -3,7 +3,7 @@
 All rows of a batch are generated together in llama.cpp's multi-sequence batch: one sequence
 id per row, every row's prompt prefilled in shared decode calls, then one token per live row
 per step. So channels are served side by side (aggregate throughput grows with rows), not one
-after another. The bot samples each row from llama.cpp's logits itself (`bot.engines.sampling`):
+after another. The bot samples each row from llama.cpp's logits itself (`bot.engines.logits`):
 per-row temperature, top-p, top-k and repetition penalty, exactly as on the other engines.
 
 The bot's own tokenizer (copied beside the GGUF by `python -m bot convert`) builds the prompt
@@ -23,14 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from bot.engines import EngineInfo, RowEnd, RowRequest, RowSink, TokenEngine
-from bot.engines.facts import bare_facts, folder_facts, read_json, recorded_facts
+from bot.engines.contract import EngineInfo, LoadedModel, LoadOptions
 from bot.engines.llamacpp.convert import QUANTS, SOURCE_FILE, converted_folder, gguf_path
-from bot.engines.sampling import sample_token
+from bot.engines.logits import sample_token
+from bot.engines.token_engine import RowEnd, RowRequest, RowSink, TokenEngine
 from bot.errors import GenerationFailed, ModelLoadError
-from bot.model_loader import LoadedModel, LoadOptions
-from bot.sampling import SamplingParams
-from bot.tokenizer import SENTENCEPIECE_FILES, Tokenizer, load_tokenizer
+from bot.models.facts import bare_facts, context_length, folder_facts, recorded_facts
+from bot.models.files import read_json
+from bot.models.sampling import SamplingParams
+from bot.models.tokenizers import SENTENCEPIECE_FILES, Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +137,13 @@ def find_gguf(spec: str, options: LoadOptions) -> Path:
 
 class LlamaCppEngine(TokenEngine):
     name = "llamacpp"
+    model_hint = ".gguf ファイルのパス、または python -m bot convert で変換したモデルの名前"
 
     def __init__(self, options: LlamaCppOptions) -> None:
         self.options = options
 
     def load(self, spec: str) -> LoadedModel:
-        from bot.engines import require_engine_package
+        from bot.engines.contract import require_engine_package
 
         llama_cpp = require_engine_package("llama_cpp", INSTALL_HINT)
         from llama_cpp import _internals
@@ -180,13 +182,12 @@ class LlamaCppEngine(TokenEngine):
         else:
             facts = bare_facts(tokenizer, setting)
         # The card's context length, never past what the weights have positions for.
-        known = [int(n) for n in (facts.context_length, n_ctx_train) if n]
-        context_length = min(known) if known else 2048
+        n_ctx = context_length(facts.context_length, n_ctx_train)
         rows = max(1, self.options.max_rows)
         ctx_params = llama_cpp.llama_context_default_params()
         # One KV cache shared by all rows (kv_unified): any row may use up to the model's
         # whole context while the batch as a whole fits rows x context.
-        ctx_params.n_ctx = context_length * rows
+        ctx_params.n_ctx = n_ctx * rows
         ctx_params.n_batch = self.options.n_batch
         ctx_params.n_ubatch = self.options.n_batch
         ctx_params.n_seq_max = rows
@@ -241,8 +242,8 @@ class LlamaCppEngine(TokenEngine):
             model=handle,
             tokenizer=tokenizer,
             prompt_format=facts.prompt_format,
-            context_length=context_length,
-            device="gpu" if self.options.n_gpu_layers else "cpu",
+            context_length=n_ctx,
+            device="cuda" if self.options.n_gpu_layers else "cpu",
             dtype=quant,
             is_demo=facts.is_demo,
             parameters=int(llama_cpp.llama_model_n_params(model.model)),

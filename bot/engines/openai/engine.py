@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.engines import EngineInfo, RowEnd, RowRequest, RowSink, TokenEngine
-from bot.engines.facts import bare_facts, folder_facts
+from bot.engines.contract import EngineInfo, LoadedModel, LoadOptions
 from bot.engines.openai.client import (
     CompletionStream,
     ServerConfig,
@@ -33,9 +32,11 @@ from bot.engines.openai.client import (
     list_models,
     with_retries,
 )
+from bot.engines.token_engine import RowEnd, RowRequest, RowSink, TokenEngine
 from bot.errors import GenerationFailed, ModelLoadError
-from bot.model_loader import LoadedModel, LoadOptions, resolve_folder
-from bot.tokenizer import Tokenizer, load_tokenizer
+from bot.models.facts import bare_facts, context_length, folder_facts
+from bot.models.hub import resolve_folder
+from bot.models.tokenizers import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class OpenAIOptions:
 
 class OpenAIEngine(TokenEngine):
     name = "openai"
+    model_hint = "サーバーが提供しているモデルの名前"
 
     def __init__(self, options: OpenAIOptions) -> None:
         self.options = options
@@ -114,7 +116,7 @@ class OpenAIEngine(TokenEngine):
                 detail=str(exc),
             ) from exc
 
-    def available(self) -> list[str]:
+    def available(self) -> list[str] | None:
         """The model names the server offers (for `/model` with no name)."""
         return [str(m.get("id")) for m in self._models()]
 
@@ -141,8 +143,7 @@ class OpenAIEngine(TokenEngine):
         else:
             facts = bare_facts(tokenizer, setting)
         served_context = int(entry["max_model_len"]) if entry.get("max_model_len") else None
-        known = [int(n) for n in (facts.context_length, served_context) if n]
-        context_length = min(known) if known else 2048
+        context = context_length(facts.context_length, served_context)
         # vLLM lists each `--lora-modules` adapter as a model whose parent is the base model.
         adapters = frozenset(str(e.get("id")) for e in entries if e.get("parent") == spec)
         log.info(
@@ -150,20 +151,17 @@ class OpenAIEngine(TokenEngine):
             spec,
             self.config.base_url,
             "text prompts" if text_mode else "token-id prompts",
-            context_length,
+            context,
             facts.prompt_format.name,
         )
         return LoadedModel(
             name=spec,
-            folder=folder or Path("."),
+            folder=folder,
             model=ServedModel(self.config, spec, adapters, text_mode),
             tokenizer=tokenizer,
             prompt_format=facts.prompt_format,
-            context_length=context_length,
-            device="server",
-            dtype="server",
+            context_length=context,
             is_demo=facts.is_demo,
-            parameters=0,
             sampling_defaults=facts.sampling_defaults,
             format_reason=facts.reason,
         )
@@ -176,7 +174,8 @@ class OpenAIEngine(TokenEngine):
             if not name:
                 continue
             try:
-                folder = resolve_folder(name, self.options.load)
+                load = self.options.load
+                folder = resolve_folder(name, load.cache_dir, load.hf_token)
                 return load_tokenizer(folder), folder
             except Exception as exc:  # any failure here means: no local tokenizer
                 log.debug("no local tokenizer from %r: %s", name, exc)

@@ -1,0 +1,1 @@
+"""The terminal as a chat platform (`terminal`); `python -m bot console` serves it."""
