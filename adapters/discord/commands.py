@@ -1,24 +1,27 @@
-"""The `/chat` slash command group. Each command calls the admin service and shows its answer;
-the admin gate and the allow-lists are checked in one place, `interaction_check`."""
+"""The `/chat` command group: the chat's command table (bot/chat/commands.py) as Discord
+subcommands with typed options and autocomplete, plus Discord's own `channel` toggle (answer
+every message in a channel). The admin gate and the allow-lists are checked in one place,
+`interaction_check`, before anything is deferred, so a refusal is seen only by its caller."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import discord
 from discord import app_commands
 
+from adapters.discord.access import Access
+from adapters.discord.chat_channels import ChatChannels
 from adapters.discord.sink import NO_MENTIONS
 from adapters.discord.translate import channel_ids, conversation_key
-from bot.chat.commands import RESET_ADMIN_ONLY
+from bot.chat.commands import ADMIN_ONLY, COMMANDS, AdminService, Arg, Caller, Command
+from bot.errors import NotPermitted
 from bot.messages import ConversationKey, repair_text
+from bot.models.sampling import SamplingParams
 
-if TYPE_CHECKING:
-    from adapters.discord.client import ChatBot
-
-ADMIN_ONLY = frozenset({"model", "persona", "settings"})
-NOT_ADMIN = "このコマンドは管理者だけが使えます。"
+NOT_ADMIN = ADMIN_ONLY
 NOT_HERE = "このチャンネルではボットを使えない設定になっています。"
 NOT_ALLOWED = "ボットを使える人は限られています。管理者に問い合わせてください。"
 NO_CONTENT_INTENT_NOTE = (
@@ -27,6 +30,23 @@ NO_CONTENT_INTENT_NOTE = (
     "有効にし、DISCORD_MESSAGE_CONTENT=true で起動し直してください。"
 )
 MAX_CHOICES = 25  # Discord shows at most 25 autocomplete choices
+PREFIX = "/chat "
+CHANNEL = "channel"  # Discord's own subcommand, beside the table's
+
+
+class CommandHost(Protocol):
+    """What the commands need from the Discord client (adapters/discord/client.py)."""
+
+    admin: AdminService
+    access: Access
+    chat_channels: ChatChannels
+    persona_names: Callable[[], Iterable[str]]
+    model_names: Callable[[], Iterable[str]]
+
+    @property
+    def reads_all_messages(self) -> bool: ...
+
+    def is_admin_interaction(self, interaction: discord.Interaction) -> bool: ...
 
 
 class Refused(app_commands.CheckFailure):
@@ -38,9 +58,11 @@ class Refused(app_commands.CheckFailure):
 
 
 class ChatCommands(app_commands.Group):
-    def __init__(self, bot: ChatBot) -> None:
+    def __init__(self, bot: CommandHost) -> None:
         super().__init__(name="chat", description="チャットボットの操作と設定")
         self.bot = bot
+        for command in COMMANDS.values():
+            self.add_command(_subcommand(bot, command))
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         """Runs before every /chat command (not before autocomplete, which changes nothing)."""
@@ -52,96 +74,27 @@ class ChatCommands(app_commands.Group):
             raise Refused(NOT_HERE)
         if not access.allows_person(interaction.user, is_admin=is_admin):
             raise Refused(NOT_ALLOWED)
-        command = interaction.command
-        if command is not None and command.name in ADMIN_ONLY and not is_admin:
+        name = interaction.command.name if interaction.command is not None else ""
+        if name == CHANNEL and not is_admin:
             raise Refused(NOT_ADMIN)
-        is_dm = interaction.guild_id is None
-        if (
-            command is not None
-            and command.name == "reset"
-            and not self.bot.admin.may_reset(is_admin=is_admin, is_dm=is_dm)
-        ):
-            raise Refused(RESET_ADMIN_ONLY)  # before deferring, so only the caller sees it
+        command = COMMANDS.get(name)
+        if command is not None:
+            options = {k: v for k, v in vars(interaction.namespace).items()}
+            try:
+                self.bot.admin.check_access(
+                    command, _argument(command, options), _caller(self.bot, interaction)
+                )
+            except NotPermitted as exc:
+                raise Refused(exc.user_message) from None
         return True
 
-    @app_commands.command(description="モデルを切り替えます（管理者のみ）")
-    @app_commands.describe(name="demo、Hugging Face の ID、またはフォルダのパス")
-    async def model(self, interaction: discord.Interaction, name: str) -> None:
-        # Loading takes far longer than the 3 seconds Discord waits for an answer.
-        await interaction.response.defer(thinking=True)
-        text = await self.bot.admin.set_model(repair_text(name))
-        await interaction.followup.send(text, allowed_mentions=NO_MENTIONS)
-
-    @model.autocomplete("name")
-    async def _model_choices(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        return choices(self.bot.model_names(), current)
-
-    @app_commands.command(description="このチャンネルのペルソナを切り替えます（管理者のみ）")
-    @app_commands.describe(name="ペルソナの名前（none で解除）")
-    async def persona(self, interaction: discord.Interaction, name: str) -> None:
-        # Checking an adapter persona waits for the model worker, which may be busy.
-        await interaction.response.defer(thinking=True)
-        text = await self.bot.admin.set_persona(_key(interaction), repair_text(name))
-        await interaction.followup.send(text, allowed_mentions=NO_MENTIONS)
-
-    @persona.autocomplete("name")
-    async def _persona_choices(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        return choices([*self.bot.persona_names(), "none"], current)
-
     @app_commands.command(
-        description="このチャンネルの会話を新しく始めます（サーバーでは管理者のみ、DM では誰でも）"
+        name=CHANNEL,
+        description="オンにすると、このチャンネル（とスレッド）のすべてのメッセージに返事をします（管理者のみ）",
     )
-    async def reset(self, interaction: discord.Interaction) -> None:
-        # Waits for a reply in progress to be stored, which can take a while.
-        await interaction.response.defer()
-        text = await self.bot.admin.reset(
-            _key(interaction),
-            is_admin=self.bot.is_admin_interaction(interaction),
-            is_dm=interaction.guild_id is None,
-        )
-        await interaction.followup.send(text, allowed_mentions=NO_MENTIONS)
-
-    @app_commands.command(description="このチャンネルで生成中の返事を止めます")
-    async def stop(self, interaction: discord.Interaction) -> None:
-        await _send(interaction, self.bot.admin.stop(_key(interaction)))
-
-    @app_commands.command(description="モデルとこのチャンネルの設定を表示します")
-    async def status(self, interaction: discord.Interaction) -> None:
-        text = await self.bot.admin.status(_key(interaction))
-        await _send(interaction, f"{text}\n{self._chat_channel_line(interaction)}", ephemeral=True)
-
-    @app_commands.command(description="このチャンネルの生成設定を変えます（管理者のみ）")
-    @app_commands.describe(
-        temperature="ランダムさ（0 で毎回同じ返事、大きいほど自由）",
-        max_length="返事の最大の長さ（トークン数）",
-        chat_channel="オンにすると、このチャンネルのすべてのメッセージに返事をします",
-        clear="True で生成設定を既定に戻します",
-    )
-    async def settings(
-        self,
-        interaction: discord.Interaction,
-        temperature: app_commands.Range[float, 0.0, 5.0] | None = None,
-        max_length: app_commands.Range[int, 1, 2048] | None = None,
-        chat_channel: bool | None = None,
-        clear: bool = False,
-    ) -> None:
-        admin, key = self.bot.admin, _key(interaction)
-        lines = []
-        if clear:
-            lines.append(await admin.clear_sampling(key))
-        if temperature is not None:
-            lines.append(await admin.set_sampling(key, "temperature", str(temperature)))
-        if max_length is not None:
-            lines.append(await admin.set_sampling(key, "max_new_tokens", str(max_length)))
-        if chat_channel is not None:
-            lines.append(await self._set_chat_channel(interaction, chat_channel))
-        if not lines:  # nothing to change: show what is set
-            lines = [await admin.status(key), self._chat_channel_line(interaction)]
-        await _send(interaction, "\n".join(lines))
+    @app_commands.describe(on="オンで全メッセージに返事、オフでメンションと返信にだけ返事")
+    async def channel(self, interaction: discord.Interaction, on: bool) -> None:
+        await _send(interaction, await self._set_chat_channel(interaction, on), ephemeral=False)
 
     async def _set_chat_channel(self, interaction: discord.Interaction, enabled: bool) -> str:
         if interaction.guild_id is None or interaction.channel is None:
@@ -153,12 +106,90 @@ class ChatCommands(app_commands.Group):
         text = "このチャンネル（とそのスレッド）では、すべてのメッセージに返事をします。"
         return text if self.bot.reads_all_messages else f"{text}\n{NO_CONTENT_INTENT_NOTE}"
 
-    def _chat_channel_line(self, interaction: discord.Interaction) -> str:
-        channel = interaction.channel
-        if interaction.guild_id is None or channel is None:
-            return "チャットチャンネル: DM ではいつでも返事をします"
-        on = any(c in self.bot.chat_channels for c in channel_ids(channel))
-        return f"チャットチャンネル: {'オン' if on else 'オフ'}"
+
+def chat_channel_line(bot: CommandHost, interaction: discord.Interaction) -> str:
+    channel = interaction.channel
+    if interaction.guild_id is None or channel is None:
+        return "チャットチャンネル: DM ではいつでも返事をします"
+    on = any(c in bot.chat_channels for c in channel_ids(channel))
+    return f"チャットチャンネル: {'オン' if on else 'オフ'}"
+
+
+def _subcommand(bot: CommandHost, command: Command) -> app_commands.Command[Any, ..., None]:
+    """The table's `command` as a subcommand whose options are its arguments."""
+
+    async def callback(interaction: discord.Interaction, **options: Any) -> None:
+        argument = _argument(command, options)
+        changes = command.who == "reset" or (command.who == "admin_to_change" and bool(argument))
+        if command.waits:  # a model load or a busy worker takes longer than Discord's 3 s
+            await interaction.response.defer(thinking=True, ephemeral=not changes)
+        reply = await bot.admin.run(command.name, argument, _caller(bot, interaction))
+        text = reply.text
+        if command.name == "status":
+            text = f"{text}\n{chat_channel_line(bot, interaction)}"
+        await _send(interaction, text, ephemeral=not reply.public)
+
+    parameters = [
+        inspect.Parameter(
+            "interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=discord.Interaction
+        )
+    ]
+    parameters += [
+        inspect.Parameter(
+            arg.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=_option_type(arg)
+        )
+        for arg in command.args
+    ]
+    callback.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    described = app_commands.describe(**{arg.name: arg.detail or arg.help for arg in command.args})(
+        callback
+    )
+    subcommand = app_commands.Command(
+        name=command.name, description=command.help[:100], callback=described
+    )
+    for arg in command.args:
+        if arg.choices:
+            subcommand.autocomplete(arg.name)(_autocomplete(bot, arg))
+    return subcommand
+
+
+def _option_type(arg: Arg) -> Any:
+    if arg.kind == "float":
+        return app_commands.Range[float, arg.low, arg.high] | None
+    if arg.kind == "int":
+        return app_commands.Range[int, int(arg.low or 0), int(arg.high or 0)] | None
+    return str | None
+
+
+def _autocomplete(bot: CommandHost, arg: Arg) -> Any:
+    def names() -> Iterable[str]:
+        if arg.choices == "models":
+            return bot.model_names()
+        if arg.choices == "personas":
+            return [*bot.persona_names(), "none"]
+        return [*SamplingParams().as_dict(), "clear"]
+
+    async def offer(
+        interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return choices(names(), current)
+
+    return offer
+
+
+def _argument(command: Command, options: dict[str, Any]) -> str:
+    """The options as the text the command takes (`set temperature 0.5`)."""
+    values = [options.get(arg.name) for arg in command.args]
+    return " ".join(repair_text(str(v)).strip() for v in values if v is not None).strip()
+
+
+def _caller(bot: CommandHost, interaction: discord.Interaction) -> Caller:
+    return Caller(
+        _key(interaction),
+        is_admin=bot.is_admin_interaction(interaction),
+        is_dm=interaction.guild_id is None,
+        prefix=PREFIX,
+    )
 
 
 def choices(names: Iterable[str], current: str) -> list[app_commands.Choice[str]]:
@@ -172,5 +203,8 @@ def _key(interaction: discord.Interaction) -> ConversationKey:
     return conversation_key(interaction.guild_id, interaction.channel)
 
 
-async def _send(interaction: discord.Interaction, text: str, *, ephemeral: bool = False) -> None:
+async def _send(interaction: discord.Interaction, text: str, *, ephemeral: bool) -> None:
+    if interaction.response.is_done():  # deferred: the answer follows up
+        await interaction.followup.send(text, ephemeral=ephemeral, allowed_mentions=NO_MENTIONS)
+        return
     await interaction.response.send_message(text, ephemeral=ephemeral, allowed_mentions=NO_MENTIONS)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +23,13 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.commands import COMMAND, ChatCommands, Reply, SlashRequest, parse
+from adapters.slack.commands import COMMAND, ChatCommands, SlashRequest, parse
 from adapters.slack.directory import JoinedThreads, UserDirectory
 from adapters.slack.events import PLATFORM, RecentKeys, SlackMessage, read_event, to_incoming
 from adapters.slack.sink import SlackReplySink
 from adapters.slack.text import TEXT_LIMIT_BYTES, escape_mrkdwn, mentioned_user_ids
 from bot.app.bootstrap import App
+from bot.chat.commands import CommandReply
 from bot.errors import ConfigError
 from bot.messages import ConversationKey, IncomingMessage
 from bot.storage.claims import RENEW_EVERY
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 APOLOGY = "申し訳ありません、メッセージを読み取れませんでした。もう一度お試しください。"
-STOPPED = "生成を止めました。"
-NOTHING_TO_STOP = "このチャンネルで生成中の返事はありません。"
 
 
 class SlackConfigError(ConfigError):
@@ -86,14 +85,11 @@ class SlackAdapter:
         )
         self.users = UserDirectory(self.client)
         self.threads = JoinedThreads(self._thread_joined, self._join_thread)
-        self.commands = ChatCommands(
-            app.admin, is_admin=self.is_admin, stop_channel=self.stop_channel
-        )
+        self.commands = ChatCommands(app.admin, is_admin=self.is_admin)
         self.identity = BotIdentity("", "", "")
         self._recent = RecentKeys()
         self._claims = app.claims  # other bot processes on the same database
         self._tasks: set[asyncio.Task[None]] = set()
-        self._replying: dict[ConversationKey, int] = {}
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
 
@@ -193,7 +189,7 @@ class SlackAdapter:
             is_dm=channel.startswith("D"),
         )
 
-        async def reply(answer: Reply) -> None:
+        async def reply(answer: CommandReply) -> None:
             response_type = "in_channel" if answer.public else "ephemeral"
             await respond(text=escape_mrkdwn(answer.text), response_type=response_type)
 
@@ -253,8 +249,7 @@ class SlackAdapter:
                 log.exception("Slack: could not read %s", message.identity)
                 await sink.finish(APOLOGY)
             else:
-                with self._in_progress(key):
-                    await self.app.manager.handle(incoming, sink)
+                await self.app.manager.handle(incoming, sink)
         await self.app.db(self._claims.done, claim)
 
     @asynccontextmanager
@@ -294,26 +289,6 @@ class SlackAdapter:
         if not self.settings.slack_workspace_admins_are_admins:
             return False
         return (await self.users.get(user_id)).is_workspace_admin
-
-    def stop_channel(self, channel: ConversationKey) -> str:
-        """Stop every reply being generated in the channel, whichever thread it is in."""
-        keys = [
-            key
-            for key in self._replying
-            if (key.workspace, key.channel) == (channel.workspace, channel.channel)
-        ]
-        stopped = [key for key in keys if self.app.admin.in_flight.cancel(key)]
-        return STOPPED if stopped else NOTHING_TO_STOP
-
-    @contextmanager
-    def _in_progress(self, key: ConversationKey) -> Iterator[None]:
-        self._replying[key] = self._replying.get(key, 0) + 1
-        try:
-            yield
-        finally:
-            self._replying[key] -= 1
-            if not self._replying[key]:
-                del self._replying[key]
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)

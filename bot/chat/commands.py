@@ -1,7 +1,10 @@
-"""What the chat commands do (`/reset`, `/model`, `/persona`, `/set`, `/status`, `/help`).
+"""The chat's commands, each defined once in `COMMANDS`: its name, who may run it, its
+arguments, its handler and one line of help. The console (and a mention that starts with "/")
+types them as `/name argument`, Slack as `/chat name argument`, Discord picks them as `/chat`
+subcommands; every platform renders its commands from this table (adapters/*/commands.py) and
+runs them through `AdminService.run`, where the admin checks live.
 
-Platforms call these methods from their own slash commands; the console (and any platform
-that passes plain text) goes through `run_text_command`. Admin checks live here, in one place.
+Adding a command is one `Command` entry and its handler.
 """
 
 from __future__ import annotations
@@ -9,6 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
 
 from bot.chat.effective_settings import SettingsResolver, max_reply_tokens
 from bot.chat.locks import InFlight, KeyedLocks
@@ -16,28 +22,22 @@ from bot.chat.ports import Personas
 from bot.engines.contract import LoadedModel
 from bot.errors import NotPermitted, shorten
 from bot.messages import ConversationKey, IncomingMessage
-from bot.models.sampling import SamplingParams, validate_overrides
+from bot.models.sampling import LIMITS, SamplingParams, validate_overrides
 from bot.serving.worker import ModelWorker
 from bot.storage.db_thread import DatabaseThread
 from bot.storage.repository import Repository
 
 log = logging.getLogger(__name__)
 
-HELP_TEXT = """\
-使えるコマンド:
-/reset — このチャンネルの会話を新しく始めます（履歴は保存されたまま使われなくなります。DM 以外では管理者のみ）
-/stop — このチャンネルで生成中の返事を止めます
-/status — モデルと、このチャンネルの設定を表示します
-/persona — ペルソナの一覧を表示します
-/persona <名前> — このチャンネルのペルソナを切り替えます（管理者のみ。none で解除）
-/model <名前> — モデルを切り替えます（管理者のみ。demo、Hugging Face の ID、フォルダのパス）
-/set <項目> <値> — このチャンネルの生成設定を変えます（管理者のみ。例: /set temperature 0.5、/set clear）
-/help — この説明を表示します"""
-
 MODEL_CHOICE_KEY = "model_choice"
-COMMANDS = ("reset", "stop", "status", "persona", "model", "set", "help")
+ADMIN_ONLY = "このコマンドは管理者だけが使えます。"
 RESET_ADMIN_ONLY = (
     "みんなで使うチャンネルでは、/reset は管理者だけが使えます（DM ではいつでも使えます）。"
+)
+THREADED_RESET_TEXT = (
+    "チャンネルでは、スレッドごとに別の会話です。メンションすると新しい会話が始まります。"
+    "スレッドの会話をやり直すには、そのスレッドで「@ボット /reset」と送ってください"
+    "（みんなで使うチャンネルでは管理者のみ）。"
 )
 # A command is "/" and an ASCII word, then whitespace or the end: "/foo" and "/Foo bar" are
 # commands (unknown ones are answered with the list), while "/usr/bin/python が…", "/ω/",
@@ -51,6 +51,67 @@ def parse_command(text: str) -> tuple[str, str] | None:
     if match is None:
         return None
     return match.group(1).lower(), text[match.end() :].strip()
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument. Typed platforms (Discord) offer it as an option of this kind, range and
+    choices; text platforms take it as a word (the last argument takes the rest of the line)."""
+
+    name: str
+    help: str  # a word or two, shown in the usage: `/model <名前>`
+    kind: Literal["text", "float", "int"] = "text"
+    low: float | None = None
+    high: float | None = None
+    choices: Literal["", "models", "personas", "settings"] = ""  # offered while it is typed
+    detail: str = ""  # a longer description, where the platform shows one (Discord)
+
+    @classmethod
+    def setting(cls, setting: str, name: str, help: str, detail: str) -> Arg:
+        """A sampling setting's value, with the range `/set` accepts for it."""
+        low, high = LIMITS[setting]
+        kind: Literal["float", "int"] = (
+            "int" if isinstance(getattr(SamplingParams(), setting), int) else "float"
+        )
+        return cls(name, help, kind, low, high, detail=detail)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who runs a command, where, and how commands are typed there."""
+
+    key: ConversationKey
+    is_admin: bool
+    is_dm: bool = False
+    prefix: str = "/"  # "/" (console, mentions) or "/chat " (the platforms' slash command)
+    # True where the platform names only the channel (Slack's slash commands know no thread):
+    # /stop stops every thread of it, /reset explains how to reset a thread.
+    whole_channel: bool = False
+
+
+@dataclass(frozen=True)
+class CommandReply:
+    text: str
+    public: bool = False  # the channel sees it (it changed the channel), not only the caller
+
+
+Handler = Callable[["AdminService", Caller, str], Awaitable[CommandReply]]
+Who = Literal["anyone", "admin_to_change", "reset"]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str  # one line (Japanese)
+    handler: Handler  # given the caller and the argument text
+    args: tuple[Arg, ...] = ()
+    # anyone; admins only when it changes something (an argument is given); /reset's own rule
+    who: Who = "anyone"
+    progress: str = ""  # said at once while it works, when it has an argument (a model load)
+    waits: bool = False  # may wait on the model worker or a reply in progress
+
+    def usage(self, prefix: str = "/") -> str:
+        return f"{prefix}{self.name}" + "".join(f" <{arg.help}>" for arg in self.args)
 
 
 class AdminService:
@@ -83,37 +144,36 @@ class AdminService:
         return parse_command(text) is not None
 
     async def run_text_command(self, message: IncomingMessage, text: str) -> str:
+        """A command typed as text (`/name argument`), answered as text."""
         name, argument = parse_command(text) or ("", "")
-        key = message.key
-        if name not in COMMANDS:
-            typed = text.split(maxsplit=1)[0]  # as written, not lower-cased
-            return f"「{shorten(typed)}」というコマンドはありません。\n{HELP_TEXT}"
-        if name == "reset":
-            return await self.reset(key, is_admin=message.is_admin, is_dm=message.is_dm)
-        if name == "stop":
-            return self.stop(key)
-        if name == "status":
-            return await self.status(key)
-        if name == "help":
-            return HELP_TEXT
-        if name == "persona" and not argument:
-            return self.list_personas()
-        self._require_admin(message.is_admin)
-        if name == "persona":
-            return await self.set_persona(key, argument)
-        if name == "model":
-            if not argument:
-                return await self.model_usage()
-            return await self.set_model(argument)
-        setting, value = first_word(argument)
-        if setting == "clear":
-            return await self.clear_sampling(key)
-        return await self.set_sampling(key, setting, value)
+        caller = Caller(message.key, message.is_admin, message.is_dm)
+        typed = text.split(maxsplit=1)[0]  # as written, not lower-cased
+        return (await self.run(name, argument, caller, typed=typed)).text
 
-    @staticmethod
-    def _require_admin(is_admin: bool) -> None:
-        if not is_admin:
-            raise NotPermitted("このコマンドは管理者だけが使えます。")
+    async def run(
+        self, name: str, argument: str, caller: Caller, *, typed: str = ""
+    ) -> CommandReply:
+        """Run command `name` for `caller`; an unknown name is answered with the list.
+        Raises NotPermitted (and other UserFacingErrors) with the message for the user."""
+        command = COMMANDS.get(name)
+        if command is None:
+            shown = typed or f"{caller.prefix}{name}"
+            return CommandReply(
+                f"「{shorten(shown)}」というコマンドはありません。\n{help_text(caller.prefix)}"
+            )
+        self.check_access(command, argument, caller)
+        return await command.handler(self, caller, argument)
+
+    def check_access(self, command: Command, argument: str, caller: Caller) -> None:
+        """The one admin gate: raises NotPermitted with the reason when `caller` may not run
+        `command` with `argument`."""
+        if command.who == "admin_to_change" and argument and not caller.is_admin:
+            raise NotPermitted(ADMIN_ONLY)
+        # Where only the channel is named, /reset explains threads to anyone instead.
+        explains = caller.whole_channel and not caller.is_dm
+        may = self.may_reset(is_admin=caller.is_admin, is_dm=caller.is_dm)
+        if command.who == "reset" and not may and not explains:
+            raise NotPermitted(RESET_ADMIN_ONLY)
 
     def may_reset(self, *, is_admin: bool, is_dm: bool) -> bool:
         """In a shared channel one member's /reset erases everyone's context: admins only,
@@ -127,10 +187,13 @@ class AdminService:
             await self.db(self.repository.reset, key)
         return "会話をリセットしました。新しく話しかけてください。"
 
-    def stop(self, key: ConversationKey) -> str:
-        if self.in_flight.cancel(key):
-            return "生成を止めました。"
-        return "このチャンネルで生成中の返事はありません。"
+    def stop(self, key: ConversationKey, *, whole_channel: bool = False) -> str:
+        """Stop the reply being generated in `key` (with `whole_channel`, in any thread of its
+        channel)."""
+        stopped = (
+            self.in_flight.cancel_channel(key) if whole_channel else self.in_flight.cancel(key)
+        )
+        return "生成を止めました。" if stopped else "このチャンネルで生成中の返事はありません。"
 
     def list_personas(self, command: str = "/persona") -> str:
         lines = ["使えるペルソナ:"]
@@ -168,14 +231,18 @@ class AdminService:
         await self.db(self.repository.set_persona, key, persona.name)
         return f"ペルソナを「{persona.display_name}」（{persona.name}）にしました。"
 
-    async def model_usage(self) -> str:
-        """`/model` alone: how to switch, and what a server engine offers."""
+    async def model_usage(self, command: str = "/model") -> str:
+        """`/model` alone: the model serving now, how to switch, and what a server offers."""
         engine = self.worker.engine
+        current = self.worker.current.name if self.worker.current else "（読み込み中）"
         names = await self.worker.call(engine.available)
         if names is None:
-            return f"使い方: /model <名前>（{engine.model_hint}）"
+            return f"今のモデル: {current}\n使い方: {command} <名前>（{engine.model_hint}）"
         offered = "\n".join(f"・{shorten(n, 200)}" for n in names) or "（なし）"
-        return f"使い方: /model <名前>。サーバーが提供しているモデル:\n{offered}"
+        return (
+            f"今のモデル: {current}\n使い方: {command} <名前>。"
+            f"サーバーが提供しているモデル:\n{offered}"
+        )
 
     async def set_model(self, spec: str) -> str:
         previous = self.worker.current.name if self.worker.current else "（なし）"
@@ -253,6 +320,138 @@ class AdminService:
             lines.append("次の返事の生成設定:")
             lines += setup.sampling(model).describe()
         return "\n".join(lines)
+
+
+# --- the table -------------------------------------------------------------------------------
+
+
+async def _help(admin: AdminService, caller: Caller, argument: str) -> CommandReply:
+    return CommandReply(help_text(caller.prefix))
+
+
+async def _status(admin: AdminService, caller: Caller, argument: str) -> CommandReply:
+    return CommandReply(await admin.status(caller.key))
+
+
+async def _stop(admin: AdminService, caller: Caller, argument: str) -> CommandReply:
+    return CommandReply(admin.stop(caller.key, whole_channel=caller.whole_channel))
+
+
+async def _reset(admin: AdminService, caller: Caller, argument: str) -> CommandReply:
+    if caller.whole_channel and not caller.is_dm:
+        return CommandReply(THREADED_RESET_TEXT)
+    text = await admin.reset(caller.key, is_admin=caller.is_admin, is_dm=caller.is_dm)
+    return CommandReply(text, public=True)
+
+
+async def _persona(admin: AdminService, caller: Caller, argument: str) -> CommandReply:
+    if not argument:
+        return CommandReply(admin.list_personas(f"{caller.prefix}persona"))
+    return CommandReply(await admin.set_persona(caller.key, argument), public=True)
+
+
+async def _model(admin: AdminService, caller: Caller, argument: str) -> CommandReply:
+    if not argument:
+        return CommandReply(await admin.model_usage(f"{caller.prefix}model"))
+    return CommandReply(await admin.set_model(argument), public=True)
+
+
+async def _set(admin: AdminService, caller: Caller, argument: str) -> CommandReply:
+    setting, value = first_word(argument)
+    if setting.lower() == "clear" and not value:
+        return CommandReply(await admin.clear_sampling(caller.key), public=True)
+    return await _sampling(admin, caller, setting, value)
+
+
+async def _temperature(admin: AdminService, caller: Caller, argument: str) -> CommandReply:
+    return await _sampling(admin, caller, "temperature", argument)
+
+
+async def _length(admin: AdminService, caller: Caller, argument: str) -> CommandReply:
+    return await _sampling(admin, caller, "max_new_tokens", argument)
+
+
+async def _sampling(admin: AdminService, caller: Caller, setting: str, value: str) -> CommandReply:
+    if not setting or not value:
+        names = "、".join(SamplingParams().as_dict())
+        return CommandReply(
+            f"使い方: {caller.prefix}set <項目> <値>（項目: {names}）、"
+            f"{caller.prefix}set clear で元に戻します。"
+        )
+    return CommandReply(await admin.set_sampling(caller.key, setting, value), public=True)
+
+
+COMMANDS: dict[str, Command] = {
+    command.name: command
+    for command in (
+        Command(
+            "reset",
+            "この会話を新しく始めます（履歴は保存されたまま使われなくなります。DM 以外では管理者のみ）",
+            _reset,
+            who="reset",
+            waits=True,  # a reply in progress is stored first
+        ),
+        Command("stop", "このチャンネルで生成中の返事を止めます", _stop),
+        Command("status", "モデルと、このチャンネルの設定を表示します", _status),
+        Command(
+            "persona",
+            "ペルソナの一覧を表示、名前を付けるとこのチャンネルのペルソナを切り替えます（管理者のみ。none で解除）",
+            _persona,
+            (Arg("name", "名前", choices="personas", detail="ペルソナの名前（none で解除）"),),
+            who="admin_to_change",
+            waits=True,  # an adapter persona is checked against the model on its worker
+        ),
+        Command(
+            "model",
+            "モデルを切り替えます（管理者のみ。demo、Hugging Face の ID、フォルダのパス）",
+            _model,
+            (
+                Arg(
+                    "name",
+                    "名前",
+                    choices="models",
+                    detail="demo、Hugging Face の ID、またはフォルダのパス",
+                ),
+            ),
+            who="admin_to_change",
+            progress="モデルを読み込んでいます…",
+            waits=True,
+        ),
+        Command(
+            "set",
+            "このチャンネルの生成設定を変えます（管理者のみ。例: set temperature 0.5、set clear で元に戻す）",
+            _set,
+            (
+                Arg("setting", "項目", choices="settings", detail="生成設定の名前、または clear"),
+                Arg("value", "値"),
+            ),
+            who="admin_to_change",
+        ),
+        Command(
+            "temperature",
+            "このチャンネルの temperature を変えます（管理者のみ。0 で毎回同じ返事、大きいほど自由）",
+            _temperature,
+            (Arg.setting("temperature", "value", "値", "ランダムさ（0 で毎回同じ返事）"),),
+            who="admin_to_change",
+        ),
+        Command(
+            "length",
+            "このチャンネルの返事の最大の長さを変えます（管理者のみ）",
+            _length,
+            (Arg.setting("max_new_tokens", "tokens", "トークン数", "返事の最大の長さ"),),
+            who="admin_to_change",
+        ),
+        Command("help", "この説明を表示します", _help),
+    )
+}
+
+
+def help_text(prefix: str = "/", commands: dict[str, Command] | None = None) -> str:
+    """Every command with its arguments and one line, as typed with `prefix`."""
+    lines = ["使えるコマンド:"]
+    for command in (commands or COMMANDS).values():
+        lines.append(f"{command.usage(prefix)} — {command.help}")
+    return "\n".join(lines)
 
 
 def first_word(text: str) -> tuple[str, str]:

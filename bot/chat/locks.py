@@ -71,6 +71,16 @@ class InFlight:
         handle.cancel()
         return True
 
+    def cancel_channel(self, channel: ConversationKey) -> bool:
+        """Cancel the generations in every thread of `channel`'s channel."""
+        keys = [
+            key
+            for key in self._handles
+            if (key.platform, key.workspace, key.channel)
+            == (channel.platform, channel.workspace, channel.channel)
+        ]
+        return bool([key for key in keys if self.cancel(key)])
+
     def cancel_all(self) -> int:
         """Cancel every generation, and any submitted from now on (shutting down)."""
         self._stopping = True

@@ -53,7 +53,7 @@ FORMAT_DEFAULTS: dict[str, SamplingParams] = {
     "gptsan": SamplingParams(temperature=0.7, top_p=0.9, repetition_penalty=1.1),
 }
 
-_LIMITS: dict[str, tuple[float, float]] = {
+LIMITS: dict[str, tuple[float, float]] = {
     "max_new_tokens": (1, 2048),
     "temperature": (0.0, 5.0),
     "top_p": (0.01, 1.0),
@@ -74,7 +74,7 @@ def validate_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
             raise InvalidMessage(
                 f"不明な設定です: {shorten(name)}（使えるもの: {', '.join(known)}）"
             )
-        low, high = _LIMITS[name]
+        low, high = LIMITS[name]
         try:
             number = int(value) if known[name] == "int" else float(value)
         except (TypeError, ValueError):

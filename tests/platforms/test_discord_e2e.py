@@ -21,7 +21,7 @@ from adapters.discord.commands import NO_CONTENT_INTENT_NOTE, NOT_ADMIN, NOT_HER
 from adapters.discord.run import create_bot, serve
 from adapters.discord.split import split_reply
 from bot.app.bootstrap import App
-from bot.chat.commands import RESET_ADMIN_ONLY
+from bot.chat.commands import COMMANDS, RESET_ADMIN_ONLY
 from bot.messages import ConversationKey, IncomingMessage, ReplySink
 from bot.models import catalogue
 from tests.platforms.discord_fake_server import (
@@ -254,14 +254,18 @@ async def test_slash_commands_register_in_the_configured_guild(start_bot, fake) 
     (sync,) = fake.requests_to("PUT", f"/applications/{APP_ID}/guilds/{GUILD_ID}/commands")
     (chat,) = sync.body
     subcommands = {option["name"]: option for option in chat["options"]}
-    assert set(subcommands) == {"model", "persona", "reset", "stop", "status", "settings"}
+    # The chat's command table, plus Discord's own chat-channel toggle.
+    assert set(subcommands) == {*COMMANDS, "channel"}
     assert all(option["type"] == 1 for option in subcommands.values())
     assert subcommands["model"]["options"][0]["autocomplete"] is True
     assert subcommands["persona"]["options"][0]["autocomplete"] is True
-    settings = {option["name"]: option for option in subcommands["settings"]["options"]}
-    assert set(settings) == {"temperature", "max_length", "chat_channel", "clear"}
-    assert settings["temperature"]["max_value"] == 5.0
-    assert settings["max_length"]["max_value"] == 2048
+    assert subcommands["set"]["options"][0]["autocomplete"] is True
+    (temperature,) = subcommands["temperature"]["options"]
+    assert temperature["type"] == 10 and temperature["max_value"] == 5.0  # a number, 0-5
+    (length,) = subcommands["length"]["options"]
+    assert length["type"] == 4 and length["max_value"] == 2048
+    (on,) = subcommands["channel"]["options"]
+    assert on["type"] == 5 and on["required"] is True
 
 
 # --- chatting --------------------------------------------------------------------------------
@@ -460,7 +464,8 @@ async def test_a_non_admin_is_refused_ephemerally(start_bot, fake) -> None:
     for subcommand, options in (
         ("persona", {"name": "friendly"}),
         ("model", {"name": "demo"}),
-        ("settings", {"chat_channel": True}),
+        ("channel", {"on": True}),
+        ("temperature", {"value": 0.5}),
     ):
         (response,) = await bot.command(interaction(BOB, subcommand, options))
         assert response["type"] == 4
@@ -563,13 +568,15 @@ async def test_a_chat_channel_answers_every_message_and_its_threads(start_bot, f
     assert fake.identify is not None
     assert fake.identify["intents"] == GUILD_INTENTS | MESSAGE_CONTENT
     (response,) = await bot.command(
-        interaction(
-            ALICE, "settings", {"chat_channel": True, "temperature": 0.5}, administrator=True
-        )
+        interaction(ALICE, "channel", {"on": True}, administrator=True)
     )
     content = response["data"]["content"]
-    assert "すべてのメッセージに返事をします" in content and "temperature を 0.5" in content
+    assert "すべてのメッセージに返事をします" in content
     assert NO_CONTENT_INTENT_NOTE not in content
+    (response,) = await bot.command(
+        interaction(ALICE, "temperature", {"value": 0.5}, administrator=True)
+    )
+    assert "temperature を 0.5" in response["data"]["content"]
     assert bot.app.repository.get_state("discord.chat_channels") == str(CHANNEL_ID)
     assert bot.app.repository.channel_settings(KEY).sampling == {"temperature": 0.5}
 
@@ -583,8 +590,8 @@ async def test_a_chat_channel_answers_every_message_and_its_threads(start_bot, f
     (off,) = await bot.command(
         interaction(
             ALICE,
-            "settings",
-            {"chat_channel": False},
+            "channel",
+            {"on": False},
             administrator=True,
             channel=thread_channel(THREAD_ID, CHANNEL_ID, "雑談スレッド"),
         )
@@ -595,5 +602,5 @@ async def test_a_chat_channel_answers_every_message_and_its_threads(start_bot, f
 
 async def test_marking_a_chat_channel_without_the_content_intent_warns(start_bot, fake) -> None:
     bot = await start_bot(replies=[], discord_admin_user_ids=[ALICE["id"]])
-    (response,) = await bot.command(interaction(ALICE, "settings", {"chat_channel": True}))
+    (response,) = await bot.command(interaction(ALICE, "channel", {"on": True}))
     assert NO_CONTENT_INTENT_NOTE in response["data"]["content"]
