@@ -259,13 +259,13 @@ def test_overwrite_that_fails_mid_save_keeps_the_old_adapter(
 
     from peft import PeftModel
 
-    import persona.training as training
+    import persona.training.checkpoints as checkpoints
 
     personas = tmp_path / "personas"
     shutil.copytree(trained["root"] / "personas", personas)
     adapter = personas / "foodie" / "adapter"
     before = {p.name: p.read_bytes() for p in adapter.iterdir()}
-    real_save = training._save_adapter
+    real_save = checkpoints._save_adapter
 
     def save_then_die(model: Any, folder: Path, info: dict[str, Any]) -> None:
         if "checkpoints" in folder.parts:
@@ -275,7 +275,7 @@ def test_overwrite_that_fails_mid_save_keeps_the_old_adapter(
         (folder / "adapter_model.safetensors").write_bytes(b"\0" * 100)  # a torn write
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(training, "_save_adapter", save_then_die)
+    monkeypatch.setattr(checkpoints, "_save_adapter", save_then_die)
     argv = [*trained["argv"], "--overwrite", "--max-steps", "2", "--save-every", "0"]
     argv[argv.index("--persona-dir") + 1] = str(personas)
     with pytest.raises(OSError, match="No space"):
@@ -310,16 +310,16 @@ def test_overwrite_replaces_the_adapter_and_leaves_no_staging_folder(
 def test_swap_in_puts_the_new_folder_in_place_and_the_old_beside(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
 ) -> None:
-    import persona.training as training
+    import persona.training.checkpoints as checkpoints
 
     if not exchange:  # the two-rename path other systems take
-        monkeypatch.setattr(training, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(checkpoints, "_exchange", lambda a, b: False)
     target, new = tmp_path / "adapter", tmp_path / ".adapter.new-x"
     target.mkdir()
     (target / "weights").write_text("old")
     new.mkdir()
     (new / "weights").write_text("new")
-    training._swap_in(new, target)
+    checkpoints._swap_in(new, target)
     assert (target / "weights").read_text() == "new"
     assert (new / "weights").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".adapter.new-x", "adapter"]
