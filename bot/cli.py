@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from bot.app.lifecycle import StopSignals
 from bot.app.logs import configure_logging
-from bot.app.settings import Settings
+from bot.app.settings import GROUPS, Settings, fields_in, settings_help
 from bot.errors import ConfigError, ModelLoadError, PlatformUnreachable
 
 if TYPE_CHECKING:
@@ -24,6 +24,19 @@ log = logging.getLogger("bot")
 # only when configured, so a bot without Discord never loads discord.py.
 PLATFORMS = {"discord": "adapters.discord", "slack": "adapters.slack"}
 CONSOLE_END_BOUND_S = 5.0
+# The settings each verb reads, which its `--help` lists. `run` without a configured platform
+# is the console; `models` reads none; `persona` is parsed by persona.cli, which has its own help.
+CONSOLE_SETTINGS = fields_in(
+    "engine", "model", "serving", "generation", "conversations", "console", "health", "logging"
+)
+VERB_SETTINGS = {
+    "console": CONSOLE_SETTINGS,
+    "run": fields_in(*GROUPS),
+    "convert": ["prompt_format", "model_cache_dir", "hf_token", "log_level"],
+    "bench": ["model_cache_dir", "log_level"],  # its runs set their own model, batch and sampling
+    "db": ["database_url", "log_level"],
+}
+SETTINGS_SOURCE = "Settings are read from the environment or .env; .env.example documents each."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         from persona.cli import main as persona_main
 
         return persona_main(argv[1:], load_options(Settings()))
-    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bot",
+        description=__doc__,
+        epilog="`python -m bot VERB --help` lists what VERB takes and the settings it reads.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("console", help="chat with the bot in this terminal")
     commands.add_parser("run", help="start every platform configured in the environment")
@@ -57,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     db = commands.add_parser("db", help="database maintenance")
     db.add_argument("action", choices=["upgrade"], help="upgrade the schema to the newest version")
+    for verb, names in VERB_SETTINGS.items():
+        # Set here rather than in add_parser, so that convert's (built in its engine) gets it too.
+        verb_parser = commands.choices[verb]
+        verb_parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        verb_parser.epilog = f"{SETTINGS_SOURCE}\n\n{settings_help(names)}"
     args = parser.parse_args(argv)
 
     if args.command == "models":
