@@ -46,7 +46,6 @@ from persona.training.config import (
 )
 from persona.training.data import (
     IGNORE,
-    INSTRUCT_PROMPT,
     DataStats,
     EncodedExample,
     Example,
@@ -62,7 +61,6 @@ from persona.training.result import TrainResult
 
 __all__ = [
     "IGNORE",
-    "INSTRUCT_PROMPT",
     "PERSONA_SAMPLING",
     "QUANTIZE",
     "TARGET_MODULES",

@@ -15,7 +15,6 @@ from bot.models.prompt_formats import PERSONA_FORMATS, Turn, neutralise
 from bot.models.tokenizers import Tokenizer
 from persona.training.config import TEMPLATES, TrainingError
 
-INSTRUCT_PROMPT = "### 指示:<NL>{input}<NL><NL>### 回答:<NL>"
 IGNORE = -100
 
 

@@ -12,9 +12,6 @@ from typing import Any
 
 from bot.models.sampling import SamplingParams
 
-# Settings a row may differ in and still share a batch; others (no_repeat_ngram_size) group.
-PER_ROW = ("temperature", "top_p", "top_k", "repetition_penalty")
-
 
 def shared_generate_kwargs() -> dict[str, Any]:
     """The batch-wide config under which PerRowSampling does all the work."""
