@@ -16,6 +16,7 @@ from bot.messages import ConversationKey, IncomingMessage
 from bot.models.demo import ensure_demo_model
 from tests.fakes import demo_loader, scripted_loader
 from tests.postgres_server import PostgresServer, find_bin_dir
+from tests.tiers import check_tables, slow_reason
 
 DATABASES = ("sqlite", "postgresql")
 # A test that runs on both databases is marked `@BOTH_DATABASES`; a module sets
@@ -29,6 +30,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         and "database_url" in metafunc.fixturenames
     ):
         metafunc.parametrize("database_url", DATABASES, indirect=True)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so `-m "not slow"` sees the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `slow` every test that waits on another process to start (tests/tiers.py says
+    which, and why): `pytest -m "not slow"` is the fast loop, plain `pytest` runs everything."""
+    check_tables(config.rootpath, items)
+    for item in items:
+        if slow_reason(item) is not None:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
